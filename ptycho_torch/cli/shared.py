@@ -1,0 +1,150 @@
+"""Flags shared by train and inference, parsed once; clean one-line errors for users."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from ptycho_torch.config import Accelerator, ExecutionConfig
+from ptycho_torch.data import DataContractError
+
+logger = logging.getLogger(__name__)
+
+LOGGER_CHOICES = ("mlflow", "tensorboard", "csv", "none")
+
+
+class UsageError(ValueError):
+    """Bad flag values or an environment that cannot do what was asked; exit code 2."""
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def logger_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    bad = [name for name in names if name not in LOGGER_CHOICES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown logger(s) {bad or text!r}; choose a comma list of {', '.join(LOGGER_CHOICES)}"
+        )
+    return () if "none" in names else names
+
+
+def add_execution_args(parser: argparse.ArgumentParser, mode: str) -> None:
+    """Execution, instrumentation and tracking flags; mode is "train" or "inference"."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--accelerator", choices=[a.value for a in Accelerator], default="auto",
+                       help="device to run on; auto picks a CUDA GPU when one is visible, and "
+                            "gpu/cuda fail loudly without one (default: %(default)s)")
+    group.add_argument("--devices", type=positive_int, default=1,
+                       help="number of devices (default: %(default)s)")
+    group.add_argument("--strategy", default="auto",
+                       help="Lightning strategy, e.g. ddp (default: %(default)s)")
+    if mode == "train":
+        group.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                           help="deterministic algorithms and seeded everything "
+                                "(default: on)")
+        group.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=0,
+                           help="DataLoader worker processes (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seed for grouping, splits and initialization (default: %(default)s)")
+    group.add_argument("--quiet", action="store_true",
+                       help="no progress bars; log lines (and PATCH_STATS evidence) still print")
+
+    stats = parser.add_argument_group("patch statistics (forward-parity instrumentation)")
+    stats.add_argument("--log-patch-stats", action="store_true",
+                       help="record per-patch statistics of every forward stage for the first "
+                            "--patch-stats-limit batches of each stage (off by default: then "
+                            "nothing is hooked or kept)")
+    stats.add_argument("--patch-stats-limit", type=positive_int, default=1,
+                       help="batches to instrument per stage name (train, val, inference); "
+                            "must be >= 1 (default: %(default)s)")
+    stats.add_argument("--patch-stats-dir", default=None,
+                       help="where torch_patch_stats.json and torch_patch_grid.png go "
+                            "(default: <output_dir>/analysis)")
+
+    track = parser.add_argument_group("tracking (MLflow + TensorBoard)")
+    track.add_argument("--logger", type=logger_list, default=("mlflow", "tensorboard"),
+                       help="comma list of mlflow, tensorboard, csv, or none "
+                            "(default: mlflow,tensorboard)")
+    track.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else "
+                            "the embedded sqlite:///mlruns/mlflow.db)")
+    track.add_argument("--experiment-name", default="ptycho_torch",
+                       help="MLflow experiment / TensorBoard folder (default: %(default)s)")
+    track.add_argument("--run-name", default=None, help="run name shown in the UIs")
+
+
+def build_execution_config_from_args(args: argparse.Namespace, mode: str) -> ExecutionConfig:
+    """One ExecutionConfig from parsed flags, for "train" or "inference"."""
+    if mode not in ("train", "inference"):
+        raise ValueError(f"mode must be 'train' or 'inference', got {mode!r}")
+    return ExecutionConfig(
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        deterministic=getattr(args, "deterministic", True),
+        num_workers=getattr(args, "num_workers", 0),
+        quiet=args.quiet,
+        seed=args.seed,
+        log_patch_stats=args.log_patch_stats,
+        patch_stats_limit=args.patch_stats_limit,
+        patch_stats_dir=args.patch_stats_dir,
+        loggers=args.logger,
+        tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+        experiment_name=args.experiment_name,
+        run_name=args.run_name,
+    )
+
+
+def resolve_device(accelerator: Accelerator) -> str:
+    """"cpu" or "cuda"; a GPU asked for but not visible is a usage error, never a CPU run."""
+    import torch
+
+    if accelerator == Accelerator.AUTO:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if accelerator in (Accelerator.GPU, Accelerator.CUDA):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--accelerator {accelerator.value} asked for, but no CUDA device "
+                             "is visible to torch")
+        return "cuda"
+    return "cpu"
+
+
+def configure_logging(quiet: bool) -> None:
+    """INFO to stderr; quiet keeps INFO (evidence lines) but Lightning's chatter is warned."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
+    if quiet:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_cli(main: Callable[[], int], prog: str) -> int:
+    """Run a CLI body; data-contract and usage errors become one stderr line and exit 2."""
+    try:
+        return main()
+    except (DataContractError, UsageError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,337 @@
+"""NPZ data contract: load and validate scans, normalize, group by nearest neighbours, serve.
+
+See DESIGN.md ("Data contract"). Files are opened with ``allow_pickle=False`` always: an NPZ
+holding object arrays is refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from torch.utils.data import DataLoader, Dataset
+
+from ptycho_torch.config import DataConfig
+
+logger = logging.getLogger(__name__)
+
+
+class DataContractError(ValueError):
+    """A scan file breaks the data contract; the message is one line naming file and key."""
+
+    def __init__(self, path: str | Path, key: str | None, expectation: str):
+        where = f"{path}" if key is None else f"{path}: key '{key}'"
+        super().__init__(f"{where}: {expectation}")
+
+
+@dataclass
+class ScanData:
+    """One validated scan. Arrays: diffraction (n, N, N) float32 amplitude; probe (N, N)
+    complex64; x, y (n,) float64 pixel positions; object_guess (M, M) complex64 or None."""
+
+    path: Path
+    diffraction: np.ndarray
+    probe: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    x_start: np.ndarray
+    y_start: np.ndarray
+    scan_index: np.ndarray
+    object_guess: np.ndarray | None
+    metadata: dict
+
+    @property
+    def n_patterns(self) -> int:
+        return self.diffraction.shape[0]
+
+    @property
+    def patch_size(self) -> int:
+        return self.probe.shape[-1]
+
+
+def _read_key(npz, path: Path, key: str) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError as exc:  # object arrays need allow_pickle: refused on purpose
+        raise DataContractError(
+            path, key, "holds pickled Python objects; refused (arrays of numbers expected)"
+        ) from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataContractError(path, key, f"unreadable array data ({exc})") from exc
+
+
+def _check_finite(arr: np.ndarray, path: Path, key: str) -> None:
+    if not np.all(np.isfinite(arr)):
+        raise DataContractError(path, key, "contains NaN or Inf; finite values expected")
+
+
+def _check_real_numeric(arr: np.ndarray, path: Path, key: str) -> None:
+    if arr.dtype.kind not in "uif":
+        raise DataContractError(path, key, f"dtype {arr.dtype}; real numbers expected")
+
+
+def load_scan(path: str | Path) -> ScanData:
+    """Load and validate one NPZ scan file; raises DataContractError with a one-line reason."""
+    path = Path(path)
+    if not path.exists():
+        raise DataContractError(path, None, "file does not exist")
+    if not path.is_file():
+        raise DataContractError(path, None, "is not a file (an NPZ file expected)")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DataContractError(path, None, f"not an NPZ archive ({exc})") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataContractError(path, None, f"not a readable NPZ archive ({exc})") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataContractError(path, None, "holds a single array, not an NPZ archive")
+    with npz:
+        keys = set(npz.files)
+        diff_key = "diffraction" if "diffraction" in keys else "diff3d"
+        for key in (diff_key, "probeGuess", "xcoords", "ycoords"):
+            if key not in keys:
+                expected = "'diffraction' (or 'diff3d')" if key == "diff3d" else f"'{key}'"
+                raise DataContractError(path, key, f"missing; the file must hold {expected}")
+        arrays = {key: _read_key(npz, path, key) for key in keys}
+    return _validate(path, arrays, diff_key)
+
+
+def _validate(path: Path, arrays: dict[str, np.ndarray], diff_key: str) -> ScanData:
+    x = np.asarray(arrays["xcoords"])
+    y = np.asarray(arrays["ycoords"])
+    for key, arr in (("xcoords", x), ("ycoords", y)):
+        _check_real_numeric(arr, path, key)
+        if arr.ndim != 1:
+            raise DataContractError(path, key, f"shape {arr.shape}; 1-D (n,) expected")
+        _check_finite(arr, path, key)
+    n = x.shape[0]
+    if n == 0:
+        raise DataContractError(path, "xcoords", "is empty; at least one scan position expected")
+    if y.shape[0] != n:
+        raise DataContractError(path, "ycoords", f"length {y.shape[0]} != xcoords length {n}")
+
+    probe = np.asarray(arrays["probeGuess"])
+    if probe.dtype.kind not in "uifc":
+        raise DataContractError(path, "probeGuess", f"dtype {probe.dtype}; numbers expected")
+    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
+        raise DataContractError(path, "probeGuess", f"shape {probe.shape}; square (N, N) expected")
+    _check_finite(probe, path, "probeGuess")
+    if not np.any(probe):
+        raise DataContractError(path, "probeGuess", "is all zero; an illumination expected")
+    big_n = probe.shape[0]
+
+    diff = np.asarray(arrays[diff_key])
+    if np.iscomplexobj(diff):
+        raise DataContractError(path, diff_key, "is complex; measured amplitudes (real) expected")
+    _check_real_numeric(diff, path, diff_key)
+    if diff.ndim != 3:
+        raise DataContractError(path, diff_key, f"shape {diff.shape}; (n, N, N) expected")
+    if diff.shape[1:] != (big_n, big_n) and diff.shape[:2] == (big_n, big_n):
+        logger.warning("%s: '%s' has legacy layout (N, N, n) %s; transposing to (n, N, N)",
+                       path, diff_key, diff.shape)
+        diff = np.transpose(diff, (2, 0, 1))
+    if diff.shape[1:] != (big_n, big_n):
+        raise DataContractError(
+            path, diff_key, f"patterns {diff.shape[1:]} do not match probe N = {big_n}"
+        )
+    if diff.shape[0] != n:
+        raise DataContractError(
+            path, diff_key, f"{diff.shape[0]} patterns but {n} scan positions (xcoords)"
+        )
+    # Integer counts (uint16) become float before anything squares them: no overflow.
+    diff = diff.astype(np.float32)
+    _check_finite(diff, path, diff_key)
+    if np.any(diff < 0):
+        raise DataContractError(path, diff_key, "has negative values; amplitudes >= 0 expected")
+
+    def optional_coords(key: str, default: np.ndarray) -> np.ndarray:
+        if key not in arrays:
+            return default
+        arr = np.asarray(arrays[key])
+        _check_real_numeric(arr, path, key)
+        if arr.shape != (n,):
+            raise DataContractError(path, key, f"shape {arr.shape}; ({n},) expected")
+        _check_finite(arr, path, key)
+        return arr.astype(np.float64)
+
+    obj = None
+    if "objectGuess" in arrays:
+        obj = np.asarray(arrays["objectGuess"])
+        if obj.dtype.kind not in "uifc" or obj.ndim != 2:
+            raise DataContractError(
+                path, "objectGuess", f"shape {obj.shape}, dtype {obj.dtype}; 2-D numbers expected"
+            )
+        _check_finite(obj, path, "objectGuess")
+        obj = obj.astype(np.complex64)
+
+    metadata: dict = {}
+    if "_metadata" in arrays:
+        raw = arrays["_metadata"]
+        if raw.dtype.kind not in "US":
+            raise DataContractError(path, "_metadata", f"dtype {raw.dtype}; JSON text expected")
+        text = raw.item() if raw.ndim == 0 else "".join(str(v) for v in raw.ravel())
+        try:
+            metadata = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataContractError(path, "_metadata", f"not valid JSON ({exc.msg})") from exc
+        if not isinstance(metadata, dict):
+            raise DataContractError(path, "_metadata", "JSON object expected")
+
+    x = x.astype(np.float64)
+    y = y.astype(np.float64)
+    return ScanData(
+        path=path,
+        diffraction=diff,
+        probe=probe.astype(np.complex64),
+        x=x,
+        y=y,
+        x_start=optional_coords("xcoords_start", x),
+        y_start=optional_coords("ycoords_start", y),
+        scan_index=optional_coords("scan_index", np.zeros(n)).astype(np.int64),
+        object_guess=obj,
+        metadata=metadata,
+    )
+
+
+def compute_norm_factor(diffraction: np.ndarray) -> float:
+    """Reference input normalization ``sqrt((N/2)^2 / mean_n sum_hw X^2)``, in float64."""
+    n_px = diffraction.shape[-1]
+    energy = np.mean(np.sum(diffraction.astype(np.float64) ** 2, axis=(-2, -1)))
+    if energy <= 0:
+        raise ValueError("diffraction is all zero; cannot normalize")
+    return math.sqrt((n_px / 2) ** 2 / energy)
+
+
+def mean_counts_per_pattern(diffraction: np.ndarray) -> float:
+    """Mean total counts per pattern, mean_n sum_hw X^2 (X = sqrt(counts))."""
+    return float(np.mean(np.sum(diffraction.astype(np.float64) ** 2, axis=(-2, -1))))
+
+
+def resolve_nphotons(scan: ScanData, override: float | None) -> float:
+    """nphotons from the CLI, else _metadata, else the data's own mean counts per pattern."""
+    if override is not None:
+        return float(override)
+    if "nphotons" in scan.metadata:
+        return float(scan.metadata["nphotons"])
+    return mean_counts_per_pattern(scan.diffraction)
+
+
+def _order_as_grid(idx: np.ndarray, x: np.ndarray, y: np.ndarray, g: int) -> np.ndarray:
+    """Order a group's members row-major: channel c = row c // g, column c % g."""
+    by_row = idx[np.argsort(y[idx], kind="stable")]
+    rows = [r[np.argsort(x[r], kind="stable")] for r in by_row.reshape(g, g)]
+    return np.concatenate(rows)
+
+
+def build_groups(x: np.ndarray, y: np.ndarray, gridsize: int, n_neighbors: int,
+                 n_groups: int | None, seed: int, path: str | Path = "<scan>") -> np.ndarray:
+    """Group scan points into (n_groups, gridsize^2) index arrays, seeded and reproducible.
+
+    gridsize 1: each group is one point. gridsize g > 1: for each seed point, g^2 of its
+    K nearest neighbours (itself included), drawn at random, ordered row-major.
+    """
+    n = x.shape[0]
+    c = gridsize**2
+    if n < c:
+        raise DataContractError(
+            path, "xcoords", f"{n} scan points; gridsize {gridsize} needs at least {c}"
+        )
+    available = n
+    if n_groups is not None and n_groups > available:
+        raise DataContractError(
+            path, "xcoords",
+            f"--n_images {n_groups} exceeds the {available} groups this scan provides",
+        )
+    rng = np.random.default_rng(seed)
+    if n_groups is None:
+        seeds = np.arange(n)
+    else:
+        seeds = np.sort(rng.choice(n, size=n_groups, replace=False))
+    if c == 1:
+        return seeds[:, None]
+    k = min(max(n_neighbors, c), n)
+    points = np.stack([x, y], axis=1)
+    _, neighbours = cKDTree(points).query(points[seeds], k=k)
+    neighbours = np.asarray(neighbours).reshape(len(seeds), k)
+    groups = np.empty((len(seeds), c), dtype=np.int64)
+    for row, candidates in enumerate(neighbours):
+        members = np.concatenate([[candidates[0]], rng.choice(candidates[1:], c - 1,
+                                                               replace=False)])
+        groups[row] = _order_as_grid(members, x, y, gridsize)
+    return groups
+
+
+class GroupedScan(Dataset):
+    """Grouped patterns of one scan as tensors, one item per group.
+
+    Item: ``diffraction`` (C, N, N) float32 raw amplitude, ``offsets`` (C, 2) float32 pixels
+    (x, y) of each channel from the group centre, ``positions`` (C, 2) absolute positions,
+    ``norm_factor`` () float32, ``index`` () int64.
+    """
+
+    def __init__(self, scan: ScanData, groups: np.ndarray, norm_factor: float):
+        self.groups = groups
+        positions = np.stack([scan.x, scan.y], axis=1)[groups]  # (G, C, 2)
+        centres = positions.mean(axis=1, keepdims=True)
+        self.diffraction = torch.from_numpy(scan.diffraction[groups])
+        self.positions = torch.from_numpy(positions.astype(np.float32))
+        self.offsets = torch.from_numpy((positions - centres).astype(np.float32))
+        self.norm_factor = torch.tensor(norm_factor, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return self.groups.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {
+            "diffraction": self.diffraction[i],
+            "offsets": self.offsets[i],
+            "positions": self.positions[i],
+            "norm_factor": self.norm_factor,
+            "index": torch.tensor(i),
+        }
+
+
+def build_grouped_scan(scan: ScanData, config: DataConfig) -> GroupedScan:
+    groups = build_groups(scan.x, scan.y, config.gridsize, config.n_neighbors,
+                          config.n_groups, config.seed, scan.path)
+    return GroupedScan(scan, groups, compute_norm_factor(scan.diffraction))
+
+
+class PtychoDataModule(L.LightningDataModule):
+    """Train/validation split of one scan's groups (seeded); batches of GroupedScan items."""
+
+    def __init__(self, scan: ScanData, config: DataConfig, batch_size: int,
+                 val_fraction: float = 0.05, num_workers: int = 0):
+        super().__init__()
+        self.scan = scan
+        self.config = config
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.num_workers = num_workers
+        self.dataset = build_grouped_scan(scan, config)
+        n = len(self.dataset)
+        n_val = 0 if n < 2 or val_fraction == 0 else max(1, round(val_fraction * n))
+        order = np.random.default_rng(config.seed).permutation(n)
+        self.val_indices = np.sort(order[:n_val])
+        self.train_indices = np.sort(order[n_val:])
+
+    def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
+        subset = torch.utils.data.Subset(self.dataset, indices.tolist())
+        generator = torch.Generator().manual_seed(self.config.seed)
+        return DataLoader(subset, batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, generator=generator,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_indices, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_indices, shuffle=False)

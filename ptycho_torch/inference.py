@@ -1,0 +1,206 @@
+"""python -m ptycho_torch.inference: reconstruct a scan with a trained model.
+
+Writes the stitched complex object (reconstruction.npz), amplitude/phase PNGs (ground truth
+beside them when the scan has one) and metrics.json (when it has objectGuess).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ptycho_torch.cli.shared import (
+    UsageError,
+    add_execution_args,
+    build_execution_config_from_args,
+    configure_logging,
+    positive_int,
+    resolve_device,
+    run_cli,
+)
+from ptycho_torch.config import DataConfig, RunConfig
+from ptycho_torch.data import GroupedScan, ScanData, build_grouped_scan, load_scan
+from ptycho_torch.io import atomic_savefig, atomic_savez, atomic_write_json
+from ptycho_torch.metrics import compute_metrics
+from ptycho_torch.model import PtychoPINN
+from ptycho_torch.reassembly import Stitcher, canvas_frame, covered_box, default_crop
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+
+
+def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[PtychoPINN, RunConfig]:
+    """Trained PtychoPINN (eval mode, on device) and its RunConfig from a training folder."""
+    model_dir = Path(model_dir)
+    for name in (MODEL_FILE, CONFIG_FILE):
+        if not (model_dir / name).is_file():
+            raise UsageError(f"{model_dir}: no {name}; --model_path must be a training "
+                             "output folder")
+    config = RunConfig.load(model_dir / CONFIG_FILE)
+    state = torch.load(model_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+    n = config.model.patch_size_px
+    model = PtychoPINN(config.model, torch.ones(n, n, dtype=torch.complex64))
+    model.load_state_dict(state)
+    return model.to(device).eval(), config
+
+
+@torch.inference_mode()
+def reconstruct(model: PtychoPINN, grouped: GroupedScan, shape: tuple[int, int],
+                origin_xy: np.ndarray, device: str, batch_size: int, crop: int,
+                progress: bool = True, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model over every group and stitch on the device, batch by batch.
+
+    Returns the stitched object (H, W) complex64 and its coverage weight (H, W) float32.
+    ``on_batch(batch_idx, batch, out)`` sees each batch's inputs and outputs.
+    """
+    stitcher = Stitcher(shape, origin_xy, crop, device)
+    loader = torch.utils.data.DataLoader(grouped, batch_size=batch_size, shuffle=False)
+    from tqdm.auto import tqdm
+
+    for batch_idx, batch in enumerate(tqdm(loader, desc="inference", disable=not progress,
+                                           unit="batch")):
+        batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+        out = model(batch["diffraction"], batch["offsets"], batch["norm_factor"])
+        obj = out["object"]
+        stitcher.add(obj.reshape(-1, *obj.shape[-2:]), batch["positions"].reshape(-1, 2))
+        if on_batch is not None:
+            on_batch(batch_idx, batch, out)
+    return stitcher.result()
+
+
+def save_reconstruction_png(path: Path, obj: np.ndarray, gt: np.ndarray | None,
+                            title: str) -> None:
+    """Amplitude and phase side by side, ground truth beneath when there is one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [("reconstruction", obj)] + ([("ground truth", gt)] if gt is not None else [])
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 4.2 * len(rows)), squeeze=False)
+    for (label, img), (ax_a, ax_p) in zip(rows, axes, strict=True):
+        for ax, data, name, cmap in ((ax_a, np.abs(img), "amplitude", "gray"),
+                                     (ax_p, np.angle(img), "phase (rad)", "twilight")):
+            im = ax.imshow(data, cmap=cmap)
+            ax.set_title(f"{label}: {name}")
+            ax.set_xlabel("x (px)")
+            ax.set_ylabel("y (px)")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_savefig(path, fig, dpi=110)
+    plt.close(fig)
+
+
+def evaluate(obj: np.ndarray, weight: np.ndarray, gt: np.ndarray, crop: int) -> dict:
+    """Metrics on the covered region of the object frame, trimmed by half a crop."""
+    rows, cols = covered_box(weight, border=crop // 2)
+    return compute_metrics(obj[rows, cols], gt[rows, cols])
+
+
+def run_inference(model_dir: str | Path, scan: ScanData, output_dir: str | Path,
+                  n_images: int | None = None, device: str = "cpu",
+                  batch_size: int = 256, crop: int | None = None, progress: bool = True,
+                  on_batch=None, model: PtychoPINN | None = None,
+                  config: RunConfig | None = None) -> dict:
+    """Reconstruct ``scan`` and write reconstruction.npz, PNGs and metrics.json."""
+    output_dir = Path(output_dir)
+    if model is None:
+        model, config = load_model(model_dir, device)
+    n = config.model.patch_size_px
+    if scan.patch_size != n:
+        raise UsageError(f"{scan.path}: patterns are {scan.patch_size} px but the model was "
+                         f"trained on {n} px")
+    data_cfg: DataConfig = dataclasses.replace(config.data, n_groups=n_images)
+    grouped = build_grouped_scan(scan, data_cfg)
+    crop = crop or default_crop(n)
+    object_shape = scan.object_guess.shape if scan.object_guess is not None else None
+    positions = grouped.positions.reshape(-1, 2).numpy()
+    shape, origin = canvas_frame(positions, n, object_shape)
+    started = time.perf_counter()
+    obj, weight = reconstruct(model, grouped, shape, origin, device, batch_size, crop,
+                              progress, on_batch)
+    seconds = time.perf_counter() - started
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_savez(output_dir / "reconstruction.npz", object=obj, amplitude=np.abs(obj),
+                 phase=np.angle(obj), weight=weight, origin_xy=origin)
+    result = {"n_groups": len(grouped), "n_patterns": int(positions.shape[0]),
+              "seconds": seconds, "device": device, "output_dir": str(output_dir)}
+    metrics = None
+    if scan.object_guess is not None:
+        metrics = evaluate(obj, weight, scan.object_guess, crop)
+        atomic_write_json(output_dir / "metrics.json", metrics)
+        result["metrics"] = metrics
+    title = f"{scan.path.name}: {len(grouped)} groups"
+    if metrics:
+        title += (f" | amp SSIM {metrics['amp_ssim']:.3f}, "
+                  f"phase SSIM {metrics['phase_ssim']:.3f}")
+    gt = None
+    if scan.object_guess is not None:
+        gt = np.where(weight > 0, scan.object_guess, 0)
+    save_reconstruction_png(output_dir / "reconstruction.png", obj, gt, title)
+    logger.info("reconstructed %d patterns in %.2f s on %s -> %s", result["n_patterns"], seconds,
+                device, output_dir)
+    if metrics:
+        logger.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ptycho_torch.inference",
+        description="Reconstruct a scan with a trained PtychoPINN; stitch, save, score.")
+    parser.add_argument("--model_path", "--model-path", required=True,
+                        help="training output folder (holds model.pt and config.json)")
+    parser.add_argument("--test_data", "--test-data", required=True,
+                        help="NPZ scan to reconstruct (data contract in DESIGN.md)")
+    parser.add_argument("--output_dir", "--output-dir", required=True,
+                        help="folder for reconstruction.npz, reconstruction.png, metrics.json")
+    parser.add_argument("--n_images", "--n-images", type=positive_int, default=None,
+                        help="groups to reconstruct (default: one per scan point)")
+    parser.add_argument("--inference-batch-size", "--inference_batch_size", type=positive_int,
+                        default=256, help="groups per forward pass; memory stays flat as the "
+                                          "scan grows (default: %(default)s)")
+    parser.add_argument("--stitch-crop", type=positive_int, default=None,
+                        help="central crop of each patch used in stitching, px "
+                             "(default: 20 at N = 64)")
+    parser.add_argument("--debug-dump", default=None,
+                        help="folder for the forward-parity debug dump (patch grid, offsets, "
+                             "stats, canvas)")
+    add_execution_args(parser, "inference")
+    return parser
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """Entry point; returns 0 on success, 2 on bad input."""
+    args = build_parser().parse_args(argv)
+    prog = "python -m ptycho_torch.inference"
+
+    def main() -> int:
+        execution = build_execution_config_from_args(args, "inference")
+        configure_logging(execution.quiet)
+        device = resolve_device(execution.accelerator)
+        model, config = load_model(args.model_path, device)
+        scan = load_scan(args.test_data)
+        out = Path(args.output_dir)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--output_dir {out} exists and is not a directory")
+        run_inference(args.model_path, scan, out, args.n_images, device,
+                      args.inference_batch_size, args.stitch_crop,
+                      progress=not execution.quiet, model=model, config=config)
+        return 0
+
+    return run_cli(main, prog)
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

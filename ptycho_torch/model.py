@@ -1,0 +1,114 @@
+"""PtychoPINN: the network joined to the physics, its losses, and the LightningModule."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from ptycho_torch.config import LossMode, ModelConfig, TrainingConfig
+from ptycho_torch.network import PtychoNet
+from ptycho_torch.physics import ForwardModel, intensity_scale
+
+
+class PtychoPINN(nn.Module):
+    """Network -> object patches -> (merge) -> probe -> far field -> s * g * A.
+
+    ``s`` is the reference physics scale sqrt(nphotons)/(N/2) (fixed, so targets are in
+    counts). ``g`` is a global object-amplitude gain, trainable by default as the
+    reference's trainable intensity scale: input normalization fixes the data's energy at
+    (N/2)^2 per pattern, which an object of amplitude <= 1 times the normalized probe cannot
+    reach in general. It starts energy-matched (an object of amplitude 0.5 reproduces the
+    mean normalized energy); metrics align the amplitude scale, so g never biases them.
+
+    ``patch_stats``: None (no instrumentation, nothing kept), or a recorder whose
+    ``observe(stage, tensor)`` is called inside forward.
+    """
+
+    def __init__(self, config: ModelConfig, probe: Tensor):
+        super().__init__()
+        self.config = config
+        n, c = config.patch_size_px, config.n_channels
+        self.network = PtychoNet(n, c_in=c, c_out=c, n_filters_scale=config.n_filters_scale,
+                                 probe_big=config.probe_big)
+        self.physics = ForwardModel(probe, config.probe_scale, config.probe_mask)
+        self.physics_scale = intensity_scale(config.nphotons, n)
+        gain = (n / 2) / (0.5 * self.physics.probe.abs().pow(2).sum().sqrt().item())
+        log_gain = torch.tensor(math.log(gain))
+        if config.object_gain_trainable:
+            self.log_object_gain = nn.Parameter(log_gain)
+        else:
+            self.register_buffer("log_object_gain", log_gain)
+        self.patch_stats = None
+
+    def forward(self, diffraction: Tensor, offsets: Tensor, norm_factor: Tensor) -> dict:
+        """diffraction (B, C, N, N) float32 raw amplitude; offsets (B, C, 2) px (x, y);
+        norm_factor (B,) float32. Returns x_norm, amplitude, phase (B, C, N, N) network
+        output; object (B, C, N, N) complex64 (after merge); pred_amplitude (B, C, N, N)
+        = s * g * |F(O P)| in sqrt(counts)."""
+        x_norm = diffraction * norm_factor.view(-1, 1, 1, 1)
+        amplitude, phase = self.network(x_norm)
+        obj = torch.polar(amplitude, phase)
+        if self.config.n_channels > 1:
+            obj = self.physics.merge(obj, offsets)
+        intensity = self.physics(obj)
+        scale = self.physics_scale * self.log_object_gain.exp()
+        pred_amplitude = scale * torch.sqrt(intensity.clamp_min(1e-12))
+        out = {"x_norm": x_norm, "amplitude": amplitude, "phase": phase, "object": obj,
+               "pred_amplitude": pred_amplitude}
+        if self.patch_stats is not None:
+            self.patch_stats.observe_forward(diffraction, out)
+        return out
+
+    def target_amplitude(self, x_norm: Tensor) -> Tensor:
+        """Measured amplitude in sqrt(counts): s * X_norm."""
+        return self.physics_scale * x_norm
+
+    def loss(self, out: dict) -> Tensor:
+        target = self.target_amplitude(out["x_norm"])
+        pred = out["pred_amplitude"]
+        if self.config.loss_mode == LossMode.MAE:
+            return (pred - target).abs().mean()
+        lam = (pred**2).clamp_min(1e-12)
+        return (lam - target**2 * torch.log(lam)).mean()
+
+
+class PtychoLightning(L.LightningModule):
+    """The system: PtychoPINN trained with Adam and ReduceLROnPlateau on its physics loss."""
+
+    def __init__(self, model_config: ModelConfig, training_config: TrainingConfig,
+                 probe: Tensor, has_validation: bool = True):
+        super().__init__()
+        self.save_hyperparameters({"model": model_config.__dict__,
+                                   "training": training_config.__dict__})
+        self.model = PtychoPINN(model_config, probe)
+        self.training_config = training_config
+        self.has_validation = has_validation
+
+    def forward(self, batch: dict) -> dict:
+        return self.model(batch["diffraction"], batch["offsets"], batch["norm_factor"])
+
+    def _shared_step(self, batch: dict, stage: str) -> Tensor:
+        out = self(batch)
+        loss = self.model.loss(out)
+        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True,
+                 prog_bar=True, batch_size=batch["diffraction"].shape[0])
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")
+
+    def configure_optimizers(self):
+        cfg = self.training_config
+        optimizer = torch.optim.Adam(self.parameters(), lr=cfg.learning_rate)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=cfg.lr_factor, patience=cfg.lr_patience_epochs,
+            min_lr=cfg.min_learning_rate)
+        monitor = "val_loss" if self.has_validation else "train_loss_epoch"
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}

@@ -1,0 +1,175 @@
+"""python -m ptycho_torch.train: train PtychoPINN on a scan (self-supervised, physics loss).
+
+The output folder holds everything inference needs: model.pt (weights, probe included) and
+config.json (the full RunConfig), plus Lightning checkpoints under checkpoints/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ptycho_torch.cli.shared import (
+    UsageError,
+    add_execution_args,
+    build_execution_config_from_args,
+    configure_logging,
+    positive_float,
+    positive_int,
+    resolve_device,
+    run_cli,
+)
+from ptycho_torch.config import LossMode, RunConfig
+from ptycho_torch.config_factory import build_run_config
+from ptycho_torch.data import PtychoDataModule, ScanData, load_scan
+from ptycho_torch.inference import CONFIG_FILE, MODEL_FILE
+from ptycho_torch.io import atomic_path, atomic_write_json, atomic_write_text
+from ptycho_torch.model import PtychoLightning
+
+logger = logging.getLogger(__name__)
+
+
+def build_trainer(config: RunConfig, output_dir: Path, device: str, loggers=(),
+                  callbacks=()) -> L.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ex = config.execution
+    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
+    return L.Trainer(
+        max_epochs=config.training.max_epochs,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=ex.devices,
+        strategy=ex.strategy,
+        deterministic=ex.deterministic,
+        logger=list(loggers) or False,
+        callbacks=[checkpoint, *callbacks],
+        enable_progress_bar=not ex.quiet,
+        enable_model_summary=not ex.quiet,
+        log_every_n_steps=5,
+        default_root_dir=output_dir,
+    )
+
+
+def run_training(config: RunConfig, scan: ScanData, output_dir: str | Path, device: str = "cpu",
+                 loggers=(), callbacks=()) -> dict:
+    """Fit the model; write model.pt and config.json; return a summary dict."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(config.execution.seed, workers=True, verbose=False)
+    datamodule = PtychoDataModule(scan, config.data, config.training.batch_size,
+                                  config.training.val_fraction, config.execution.num_workers)
+    has_validation = len(datamodule.val_indices) > 0
+    module = PtychoLightning(config.model, config.training, torch.from_numpy(scan.probe),
+                             has_validation)
+    trainer = build_trainer(config, output_dir, device, loggers, callbacks)
+    if not has_validation:
+        trainer.limit_val_batches = 0
+    logger.info("training on %d groups (%d validation), gridsize %d, N %d, %s, device %s",
+                len(datamodule.train_indices), len(datamodule.val_indices),
+                config.data.gridsize, config.data.patch_size_px, config.model.loss_mode.value,
+                device)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    seconds = time.perf_counter() - started
+    if trainer.global_rank == 0:
+        with atomic_path(output_dir / MODEL_FILE) as tmp:
+            torch.save(module.model.state_dict(), tmp)
+        atomic_write_json(output_dir / CONFIG_FILE, config.to_dict())
+    metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    return {"seconds": seconds, "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step, "final_metrics": metrics,
+            "n_train_groups": len(datamodule.train_indices),
+            "n_val_groups": len(datamodule.val_indices),
+            "object_gain": float(module.model.log_object_gain.exp())}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ptycho_torch.train",
+        description="Train PtychoPINN (physics-informed, self-supervised) on an NPZ scan.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--train_data_file", "--train-data-file", required=True,
+                      help="NPZ scan to train on (data contract in DESIGN.md)")
+    data.add_argument("--test_data_file", "--test-data-file", default=None,
+                      help="optional NPZ scan reconstructed and scored after training, into "
+                           "<output_dir>/test_reconstruction")
+    data.add_argument("--output_dir", "--output-dir", required=True,
+                      help="folder for model.pt, config.json, checkpoints/ and analysis/")
+    data.add_argument("--n_images", "--n-images", type=positive_int, default=None,
+                      help="number of groups to train on (default: one per scan point)")
+    data.add_argument("--gridsize", type=positive_int, default=1,
+                      help="patterns per group side: C = gridsize^2 channels (default: 1)")
+    data.add_argument("--neighbors", type=positive_int, default=4,
+                      help="K nearest neighbours a group is drawn from, K >= gridsize^2 "
+                           "(default: %(default)s)")
+    data.add_argument("--nphotons", type=positive_float, default=None,
+                      help="photons per pattern for the physics scale (default: the file's "
+                           "_metadata, else the data's own mean counts)")
+    model = parser.add_argument_group("model and optimization")
+    model.add_argument("--torch-loss-mode", "--torch_loss_mode", default="poisson",
+                       choices=[m.value for m in LossMode],
+                       help="Poisson NLL on counts or MAE on amplitudes (default: %(default)s)")
+    model.add_argument("--max_epochs", "--max-epochs", type=positive_int, default=50,
+                       help="training epochs (default: %(default)s)")
+    model.add_argument("--batch_size", "--batch-size", type=positive_int, default=16,
+                       help="groups per batch (default: %(default)s)")
+    model.add_argument("--learning-rate", "--learning_rate", type=positive_float, default=1e-3,
+                       help="Adam learning rate; halved on plateau (default: %(default)g)")
+    model.add_argument("--val-fraction", type=float, default=0.05,
+                       help="fraction of groups held out for validation (default: %(default)s)")
+    model.add_argument("--n-filters-scale", type=positive_int, default=2,
+                       help="network width multiplier; 2 is the reference (default: %(default)s)")
+    model.add_argument("--probe-scale", type=positive_float, default=4.0,
+                       help="reference probe normalization divisor (default: %(default)s)")
+    model.add_argument("--object-gain-trainable", action=argparse.BooleanOptionalAction,
+                       default=True,
+                       help="train the global object-amplitude gain (default: on)")
+    add_execution_args(parser, "train")
+    return parser
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """Entry point; reads sys.argv when argv is None; returns 0 on success, 2 on bad input."""
+    args = build_parser().parse_args(argv)
+    prog = "python -m ptycho_torch.train"
+
+    def main() -> int:
+        execution = build_execution_config_from_args(args, "train")
+        configure_logging(execution.quiet)
+        device = resolve_device(execution.accelerator)
+        if not 0 <= args.val_fraction < 1:
+            raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+        scan = load_scan(args.train_data_file)
+        test_scan = load_scan(args.test_data_file) if args.test_data_file else None
+        try:
+            config = build_run_config(args, scan, execution)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        out = Path(args.output_dir)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--output_dir {out} exists and is not a directory")
+        from ptycho_torch.data import build_groups
+
+        build_groups(scan.x, scan.y, config.data.gridsize, config.data.n_neighbors,
+                     config.data.n_groups, config.data.seed, scan.path)  # fail before writing
+        summary = run_training(config, scan, out, device)
+        if test_scan is not None:
+            from ptycho_torch.inference import run_inference
+
+            summary["test"] = run_inference(out, test_scan, out / "test_reconstruction",
+                                            device=device, progress=not execution.quiet)
+        atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        return 0
+
+    return run_cli(main, prog)
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
