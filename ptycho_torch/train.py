@@ -87,7 +87,7 @@ def run_training(config: RunConfig, scan: ScanData, output_dir: str | Path, devi
             "global_step": trainer.global_step, "final_metrics": metrics,
             "n_train_groups": len(datamodule.train_indices),
             "n_val_groups": len(datamodule.val_indices),
-            "object_gain": float(module.model.log_object_gain.exp())}
+            "object_gain": float(module.model.log_object_gain.detach().exp())}
 
 
 def build_parser() -> argparse.ArgumentParser:
