@@ -56,11 +56,13 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[PtychoPINN, 
 @torch.inference_mode()
 def reconstruct(model: PtychoPINN, grouped: GroupedScan, shape: tuple[int, int],
                 origin_xy: np.ndarray, device: str, batch_size: int, crop: int,
-                progress: bool = True, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+                progress: bool = True, on_batch=None,
+                recorder=None) -> tuple[np.ndarray, np.ndarray]:
     """Run the model over every group and stitch on the device, batch by batch.
 
     Returns the stitched object (H, W) complex64 and its coverage weight (H, W) float32.
-    ``on_batch(batch_idx, batch, out)`` sees each batch's inputs and outputs.
+    ``on_batch(batch_idx, batch, out)`` sees each batch's inputs and outputs; a patch-stats
+    ``recorder`` is armed for its first batches only (forward and stitching instrumented).
     """
     stitcher = Stitcher(shape, origin_xy, crop, device)
     loader = torch.utils.data.DataLoader(grouped, batch_size=batch_size, shuffle=False)
@@ -69,9 +71,17 @@ def reconstruct(model: PtychoPINN, grouped: GroupedScan, shape: tuple[int, int],
     for batch_idx, batch in enumerate(tqdm(loader, desc="inference", disable=not progress,
                                            unit="batch")):
         batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+        armed = recorder is not None and recorder.wants("inference")
+        if armed:
+            recorder.begin("inference", batch_idx)
+            model.patch_stats = recorder
         out = model(batch["diffraction"], batch["offsets"], batch["norm_factor"])
         obj = out["object"]
-        stitcher.add(obj.reshape(-1, *obj.shape[-2:]), batch["positions"].reshape(-1, 2))
+        crops = stitcher.add(obj.reshape(-1, *obj.shape[-2:]), batch["positions"].reshape(-1, 2))
+        if armed:
+            recorder.observe("stitch_crop_amplitude", crops.abs())
+            model.patch_stats = None
+            recorder.end()
         if on_batch is not None:
             on_batch(batch_idx, batch, out)
     return stitcher.result()
@@ -110,9 +120,10 @@ def evaluate(obj: np.ndarray, weight: np.ndarray, gt: np.ndarray, crop: int) -> 
 def run_inference(model_dir: str | Path, scan: ScanData, output_dir: str | Path,
                   n_images: int | None = None, device: str = "cpu",
                   batch_size: int = 256, crop: int | None = None, progress: bool = True,
-                  on_batch=None, model: PtychoPINN | None = None,
-                  config: RunConfig | None = None) -> dict:
-    """Reconstruct ``scan`` and write reconstruction.npz, PNGs and metrics.json."""
+                  model: PtychoPINN | None = None, config: RunConfig | None = None,
+                  recorder=None, debug_dir: str | Path | None = None) -> dict:
+    """Reconstruct ``scan`` and write reconstruction.npz, PNGs and metrics.json; with
+    ``debug_dir`` also the forward-parity debug dump, with ``recorder`` patch stats."""
     output_dir = Path(output_dir)
     if model is None:
         model, config = load_model(model_dir, device)
@@ -126,9 +137,14 @@ def run_inference(model_dir: str | Path, scan: ScanData, output_dir: str | Path,
     object_shape = scan.object_guess.shape if scan.object_guess is not None else None
     positions = grouped.positions.reshape(-1, 2).numpy()
     shape, origin = canvas_frame(positions, n, object_shape)
+    dump = None
+    if debug_dir is not None:
+        from ptycho_torch.debug_dump import DebugDump
+
+        dump = DebugDump(debug_dir)
     started = time.perf_counter()
     obj, weight = reconstruct(model, grouped, shape, origin, device, batch_size, crop,
-                              progress, on_batch)
+                              progress, dump.on_batch if dump else None, recorder)
     seconds = time.perf_counter() - started
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_savez(output_dir / "reconstruction.npz", object=obj, amplitude=np.abs(obj),
@@ -148,6 +164,8 @@ def run_inference(model_dir: str | Path, scan: ScanData, output_dir: str | Path,
     if scan.object_guess is not None:
         gt = np.where(weight > 0, scan.object_guess, 0)
     save_reconstruction_png(output_dir / "reconstruction.png", obj, gt, title)
+    if dump is not None:
+        result["debug_files"] = [str(p) for p in dump.write(obj, weight, n, output_dir)]
     logger.info("reconstructed %d patterns in %.2f s on %s -> %s", result["n_patterns"], seconds,
                 device, output_dir)
     if metrics:
@@ -194,9 +212,17 @@ def cli_main(argv: list[str] | None = None) -> int:
         out = Path(args.output_dir)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--output_dir {out} exists and is not a directory")
+        recorder = None
+        if execution.log_patch_stats:
+            from tracking.patch_stats import PatchStatsRecorder
+
+            extra = (Path(args.debug_dump),) if args.debug_dump else ()
+            recorder = PatchStatsRecorder(execution.patch_stats_limit,
+                                          execution.patch_stats_dir or out / "analysis", extra)
         run_inference(args.model_path, scan, out, args.n_images, device,
                       args.inference_batch_size, args.stitch_crop,
-                      progress=not execution.quiet, model=model, config=config)
+                      progress=not execution.quiet, model=model, config=config,
+                      recorder=recorder, debug_dir=args.debug_dump)
         return 0
 
     return run_cli(main, prog)

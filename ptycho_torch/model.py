@@ -23,8 +23,8 @@ class PtychoPINN(nn.Module):
     reach in general. It starts energy-matched (an object of amplitude 0.5 reproduces the
     mean normalized energy); metrics align the amplitude scale, so g never biases them.
 
-    ``patch_stats``: None (no instrumentation, nothing kept), or a recorder whose
-    ``observe(stage, tensor)`` is called inside forward.
+    ``patch_stats``: None (no instrumentation: nothing computed, kept or synced), or an
+    armed recorder whose ``observe_forward`` sees every stage inside forward.
     """
 
     def __init__(self, config: ModelConfig, probe: Tensor):
@@ -59,7 +59,7 @@ class PtychoPINN(nn.Module):
         out = {"x_norm": x_norm, "amplitude": amplitude, "phase": phase, "object": obj,
                "pred_amplitude": pred_amplitude}
         if self.patch_stats is not None:
-            self.patch_stats.observe_forward(diffraction, out)
+            self.patch_stats.observe_forward(diffraction, out, norm_factor, scale)
         return out
 
     def target_amplitude(self, x_norm: Tensor) -> Tensor:

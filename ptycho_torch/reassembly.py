@@ -45,8 +45,9 @@ class Stitcher:
         self.weight = torch.zeros(shape, dtype=torch.float32, device=device)
         self.n_placed = 0
 
-    def add(self, patches: Tensor, positions_xy: Tensor) -> None:
-        """patches (P, N, N) complex64; positions_xy (P, 2) float px (x, y), patch centres."""
+    def add(self, patches: Tensor, positions_xy: Tensor) -> Tensor:
+        """patches (P, N, N) complex64; positions_xy (P, 2) float px (x, y), patch centres.
+        Returns the (P, crop, crop) central crops that were placed."""
         n = patches.shape[-1]
         lo = n // 2 - self.crop // 2
         crops = patches[:, lo : lo + self.crop, lo : lo + self.crop]
@@ -57,6 +58,7 @@ class Stitcher:
         ones = torch.ones_like(crops.real, dtype=torch.float32)
         self.weight += place_patches(ones, centres, self.shape)
         self.n_placed += patches.shape[0]
+        return crops
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Stitched object (H, W) complex64 and coverage weight (H, W) float32."""

@@ -159,7 +159,15 @@ def cli_main(argv: list[str] | None = None) -> int:
 
         build_groups(scan.x, scan.y, config.data.gridsize, config.data.n_neighbors,
                      config.data.n_groups, config.data.seed, scan.path)  # fail before writing
-        summary = run_training(config, scan, out, device)
+        callbacks = []
+        if execution.log_patch_stats:
+            from tracking.callbacks import PatchStatsCallback
+            from tracking.patch_stats import PatchStatsRecorder
+
+            recorder = PatchStatsRecorder(execution.patch_stats_limit,
+                                          execution.patch_stats_dir or out / "analysis")
+            callbacks.append(PatchStatsCallback(recorder))
+        summary = run_training(config, scan, out, device, callbacks=callbacks)
         if test_scan is not None:
             from ptycho_torch.inference import run_inference
 

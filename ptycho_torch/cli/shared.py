@@ -133,12 +133,18 @@ def resolve_device(accelerator: Accelerator) -> str:
 
 
 def configure_logging(quiet: bool) -> None:
-    """INFO to stderr; quiet keeps INFO (evidence lines) but Lightning's chatter is warned."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr, force=True)
-    if quiet:
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    """INFO lines to stderr (PATCH_STATS evidence included, quiet or not); with quiet,
+    Lightning's own chatter is limited to warnings."""
+    root = logging.getLogger()
+    if not any(getattr(handler, "is_ptycho_handler", False) for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.is_ptycho_handler = True
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    level = logging.WARNING if quiet else logging.INFO
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(level)
 
 
 def run_cli(main: Callable[[], int], prog: str) -> int:

@@ -1,0 +1,220 @@
+"""Per-patch statistics of the forward path: pure functions, and a recorder that writes them.
+
+Stages (DESIGN.md, "Patch statistics"): input_raw, input_normalized, object_amplitude,
+object_phase, predicted_amplitude; inference adds stitch_crop_amplitude (what the stitcher
+places). For every patch: mean, var (unbiased), var_zero_mean (mean of (x - patch mean)^2),
+min, max; per batch: global_mean, global_std, var_zero_mean (mean over patches), min, max,
+and running min/max across the recorder's instrumented batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("input_raw", "input_normalized", "object_amplitude", "object_phase",
+          "predicted_amplitude")
+PER_PATCH_KEYS = ("mean", "var", "var_zero_mean", "min", "max")
+BATCH_KEYS = ("global_mean", "global_std", "var_zero_mean", "min", "max")
+MAX_PER_PATCH = 256  # per-patch lists keep the first 256 patches; batch stats use all
+STATS_FILE = "torch_patch_stats.json"
+GRID_FILE = "torch_patch_grid.png"
+
+
+def compute_patch_stats(x: Tensor) -> dict:
+    """Statistics of a (..., H, W) real tensor, each (H, W) slice one patch.
+
+    Returns {"n_patches", "global_mean", "global_std", "var_zero_mean", "min", "max",
+    "per_patch": {"mean", "var", "var_zero_mean", "min", "max": lists}} as Python floats.
+    """
+    patches = x.detach().reshape(-1, x.shape[-2] * x.shape[-1]).to(torch.float64)
+    mean = patches.mean(dim=1)
+    var_zero_mean = (patches - mean[:, None]).pow(2).mean(dim=1)
+    n = patches.shape[1]
+    var = var_zero_mean * (n / max(n - 1, 1))
+    per_patch = torch.stack([mean, var, var_zero_mean, patches.amin(dim=1),
+                             patches.amax(dim=1)])
+    summary = torch.stack([patches.mean(), patches.std(correction=0), var_zero_mean.mean(),
+                           patches.min(), patches.max()])
+    per_patch, summary = per_patch[:, :MAX_PER_PATCH].cpu(), summary.cpu()  # one transfer each
+    stats = {"n_patches": int(patches.shape[0])}
+    stats.update({key: float(value) for key, value in zip(BATCH_KEYS, summary.tolist(),
+                                                          strict=True)})
+    stats["per_patch"] = {key: row for key, row in zip(PER_PATCH_KEYS, per_patch.tolist(),
+                                                       strict=True)}
+    return stats
+
+
+def forward_stage_tensors(diffraction: Tensor, out: dict) -> dict[str, Tensor]:
+    """The DESIGN.md stage table from a PtychoPINN.forward output."""
+    return {
+        "input_raw": diffraction,
+        "input_normalized": out["x_norm"],
+        "object_amplitude": out["object"].abs(),
+        "object_phase": out["object"].angle(),
+        "predicted_amplitude": out["pred_amplitude"],
+    }
+
+
+def flat_metrics(record: dict) -> dict[str, float]:
+    """A record as flat metric names ``patch/<stage_name>/<stage>/<stat>`` (plus the
+    record-level scales as ``patch/<stage_name>/<name>``)."""
+    name = record["stage_name"]
+    metrics = {}
+    for key in ("global_mean", "global_std", "var_zero_mean", "mean_input_scale",
+                "physics_scale"):
+        if key in record:
+            metrics[f"patch/{name}/{key}"] = float(record[key])
+    for stage, stats in record["stages"].items():
+        for key in (*BATCH_KEYS, "running_min", "running_max"):
+            metrics[f"patch/{name}/{stage}/{key}"] = float(stats[key])
+    return metrics
+
+
+class PatchStatsRecorder:
+    """Collects records for the first ``limit`` batches of each stage name, writes them.
+
+    Usage: ``if recorder.wants(name): recorder.begin(name, step)``; the model calls
+    ``observe_forward`` while armed; ``end()`` finishes the record, writes JSON and PNG and
+    tells listeners. Nothing is computed for batches past the limit.
+    """
+
+    def __init__(self, limit: int, out_dir: str | Path, extra_dirs: tuple[Path, ...] = ()):
+        if limit < 1:
+            raise ValueError(f"patch stats limit must be >= 1, got {limit}")
+        self.limit = limit
+        self.out_dirs = (Path(out_dir), *map(Path, extra_dirs))
+        self.records: list[dict] = []
+        self.counts: Counter[str] = Counter()
+        self.listeners: list = []
+        self._running: dict[tuple[str, str], tuple[float, float]] = {}
+        self._grid_rows: dict[str, dict[str, Tensor]] = {}
+        self._current: dict | None = None
+
+    def wants(self, stage_name: str) -> bool:
+        return self.counts[stage_name] < self.limit
+
+    def begin(self, stage_name: str, step: int) -> None:
+        self._current = {"stage_name": stage_name, "batch_idx": self.counts[stage_name],
+                         "step": int(step), "stages": {}}
+
+    @property
+    def is_armed(self) -> bool:
+        return self._current is not None
+
+    def observe(self, stage: str, x: Tensor) -> None:
+        """Add one stage's statistics to the armed record (ignored when not armed)."""
+        if self._current is None:
+            return
+        stats = compute_patch_stats(x)
+        key = (self._current["stage_name"], stage)
+        lo, hi = self._running.get(key, (math.inf, -math.inf))
+        lo, hi = min(lo, stats["min"]), max(hi, stats["max"])
+        self._running[key] = (lo, hi)
+        stats["running_min"], stats["running_max"] = lo, hi
+        self._current["stages"][stage] = stats
+
+    def observe_forward(self, diffraction: Tensor, out: dict, norm_factor: Tensor | None = None,
+                        physics_scale: float | None = None) -> None:
+        """Called inside PtychoPINN.forward: every stage of the DESIGN.md table."""
+        if self._current is None:
+            return
+        tensors = forward_stage_tensors(diffraction, out)
+        for stage, tensor in tensors.items():
+            self.observe(stage, tensor)
+        if norm_factor is not None:
+            self._current["mean_input_scale"] = float(norm_factor.detach().float().mean())
+        if physics_scale is not None:
+            self._current["physics_scale"] = float(torch.as_tensor(physics_scale).detach())
+        name = self._current["stage_name"]
+        if name not in self._grid_rows:
+            self._grid_rows[name] = {
+                "input": tensors["input_normalized"][:4].detach().reshape(
+                    -1, *diffraction.shape[-2:]).float().cpu(),
+                "object amplitude": tensors["object_amplitude"][:4].detach().reshape(
+                    -1, *diffraction.shape[-2:]).float().cpu(),
+                "predicted amplitude": tensors["predicted_amplitude"][:4].detach().reshape(
+                    -1, *diffraction.shape[-2:]).float().cpu(),
+            }
+
+    def end(self) -> dict | None:
+        """Finish the armed record: summary keys, log line, files, listeners."""
+        record, self._current = self._current, None
+        if record is None or not record["stages"]:
+            return None
+        collapse = record["stages"].get("object_amplitude") or next(
+            iter(record["stages"].values()))
+        summary = {"stage_name": record["stage_name"], "batch_idx": record["batch_idx"],
+                   "step": record["step"], "global_mean": collapse["global_mean"],
+                   "global_std": collapse["global_std"],
+                   "var_zero_mean": collapse["var_zero_mean"]}
+        for key in ("mean_input_scale", "physics_scale"):
+            if key in record:
+                summary[key] = record[key]
+        summary["stages"] = record["stages"]
+        self.records.append(summary)
+        self.counts[record["stage_name"]] += 1
+        logger.info("PATCH_STATS %s", json.dumps(summary, separators=(",", ":")))
+        self.write()
+        for listener in self.listeners:
+            listener(summary)
+        return summary
+
+    def write(self) -> list[Path]:
+        """Write torch_patch_stats.json and torch_patch_grid.png into every output folder."""
+        from ptycho_torch.io import atomic_write_json
+
+        written = []
+        for folder in self.out_dirs:
+            atomic_write_json(folder / STATS_FILE, self.records)
+            written.append(folder / STATS_FILE)
+            if self._grid_rows:
+                save_patch_grid(folder / GRID_FILE, self._grid_rows)
+                written.append(folder / GRID_FILE)
+        return written
+
+    @property
+    def paths(self) -> list[Path]:
+        return [folder / name for folder in self.out_dirs for name in (STATS_FILE, GRID_FILE)
+                if (folder / name).exists()]
+
+
+def build_grid(patches: Tensor, nrow: int = 8) -> Tensor:
+    """(P, H, W) -> (3, H', W') torchvision grid, each patch scaled to [0, 1] on its own."""
+    from torchvision.utils import make_grid
+
+    return make_grid(patches[:, None], nrow=nrow, normalize=True, scale_each=True, padding=2,
+                     pad_value=1.0)
+
+
+def save_patch_grid(path: Path, rows: dict[str, dict[str, Tensor]]) -> None:
+    """One labelled grid row per (stage name, kind): normalized input, object amplitude and
+    predicted diffraction amplitude of the first instrumented batch of each stage name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ptycho_torch.io import atomic_savefig
+
+    panels = [(f"{name}: {kind}", patches) for name, kinds in rows.items()
+              for kind, patches in kinds.items()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 1.9 * len(panels)), squeeze=False)
+    for ax, (label, patches) in zip(axes[:, 0], panels, strict=True):
+        display = patches[:16]
+        if "input" in label or "predicted" in label:
+            display = torch.log1p(display.clamp_min(0))  # diffraction spans decades
+        ax.imshow(build_grid(display, nrow=16).permute(1, 2, 0).numpy())
+        ax.set_title(label, fontsize=9, loc="left")
+        ax.axis("off")
+    fig.tight_layout()
+    atomic_savefig(path, fig, dpi=90)
+    plt.close(fig)
