@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -25,12 +26,13 @@ from ptycho_torch.cli.shared import (
     resolve_device,
     run_cli,
 )
-from ptycho_torch.config import DataConfig, RunConfig
+from ptycho_torch.config import DataConfig, RunConfig, flatten
 from ptycho_torch.data import GroupedScan, ScanData, build_grouped_scan, load_scan
-from ptycho_torch.io import atomic_savefig, atomic_savez, atomic_write_json
+from ptycho_torch.io import atomic_savefig, atomic_savez, atomic_write_json, record_provenance
 from ptycho_torch.metrics import compute_metrics
 from ptycho_torch.model import PtychoPINN
 from ptycho_torch.reassembly import Stitcher, canvas_frame, covered_box, default_crop
+from tracking.loggers import TrackedRun, command_line
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    """Entry point; returns 0 on success, 2 on bad input."""
+    """Entry point; reads sys.argv when argv is None; returns 0 on success, 2 on bad input."""
     args = build_parser().parse_args(argv)
     prog = "python -m ptycho_torch.inference"
 
@@ -210,22 +212,73 @@ def cli_main(argv: list[str] | None = None) -> int:
         model, config = load_model(args.model_path, device)
         scan = load_scan(args.test_data)
         out = Path(args.output_dir)
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--output_dir {out} exists and is not a directory")
-        recorder = None
-        if execution.log_patch_stats:
-            from tracking.patch_stats import PatchStatsRecorder
-
-            extra = (Path(args.debug_dump),) if args.debug_dump else ()
-            recorder = PatchStatsRecorder(execution.patch_stats_limit,
-                                          execution.patch_stats_dir or out / "analysis", extra)
-        run_inference(args.model_path, scan, out, args.n_images, device,
-                      args.inference_batch_size, args.stitch_crop,
-                      progress=not execution.quiet, model=model, config=config,
-                      recorder=recorder, debug_dir=args.debug_dump)
+        for flag, folder in (("--output_dir", out), ("--debug-dump", args.debug_dump)):
+            if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+                raise UsageError(f"{flag} {folder} exists and is not a directory")
+        command = command_line(prog, argv)
+        with TrackedRun(execution.loggers, "inference", out, command, execution.tracking_uri,
+                        execution.experiment_name, execution.run_name, device,
+                        execution.seed, tags=_training_link(args.model_path)) as run:
+            inference_outputs(run, args, execution, model, config, scan, out, device, command)
         return 0
 
     return run_cli(main, prog)
+
+
+def _training_link(model_dir: str | Path) -> dict[str, str]:
+    """Tags linking an inference run to the training run that made its model."""
+    tags = {"model_path": str(Path(model_dir).resolve())}
+    sidecar = Path(model_dir) / "tracking.json"
+    if sidecar.is_file():
+        tags["train_run_id"] = json.loads(sidecar.read_text()).get("run_id", "")
+    return tags
+
+
+def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, model, config,
+                      scan: ScanData, out: Path, device: str, command: list[str]) -> dict:
+    """Reconstruct inside a tracked run; log params, dataset, metrics and artifacts."""
+    recorder = None
+    if execution.log_patch_stats:
+        from tracking.patch_stats import PatchStatsRecorder
+
+        extra = (Path(args.debug_dump),) if args.debug_dump else ()
+        recorder = PatchStatsRecorder(execution.patch_stats_limit,
+                                      execution.patch_stats_dir or out / "analysis", extra)
+        recorder.listeners.append(run.log_patch_record)
+    run.log_params({**flatten({"model": config.model.__dict__, "data": config.data.__dict__}),
+                    "inference.n_images": args.n_images,
+                    "inference.batch_size": args.inference_batch_size,
+                    "inference.stitch_crop": args.stitch_crop, "device": device,
+                    "model_path": str(args.model_path)})
+    run.log_dataset(scan.path, "inference")
+    result = run_inference(args.model_path, scan, out, args.n_images, device,
+                           args.inference_batch_size, args.stitch_crop,
+                           progress=not execution.quiet, model=model, config=config,
+                           recorder=recorder, debug_dir=args.debug_dump)
+    run.log_metrics({"inference/seconds": result["seconds"],
+                     "inference/patterns_per_s": result["n_patterns"] / max(result["seconds"],
+                                                                            1e-9)})
+    if "metrics" in result:
+        run.log_metrics(result["metrics"])
+    produced = [out / name for name in ("reconstruction.npz", "reconstruction.png",
+                                        "metrics.json")]
+    for path in produced:
+        run.log_artifact(path)
+    run.log_images([out / "reconstruction.png"])
+    record_provenance(out, command, produced)
+    if recorder is not None:
+        for path in recorder.paths:
+            run.log_artifact(path, "analysis")
+        run.log_images([p for p in recorder.paths if p.suffix == ".png"])
+        record_provenance(recorder.out_dirs[0], command, recorder.paths)
+    if args.debug_dump:
+        debug_files = [Path(p) for p in result.get("debug_files", [])]
+        if recorder is not None:
+            debug_files += [p for p in recorder.paths if p.parent == Path(args.debug_dump)]
+        for path in debug_files:
+            run.log_artifact(path, "forward_parity_debug")
+        record_provenance(args.debug_dump, command, debug_files)
+    return result
 
 
 if __name__ == "__main__":

@@ -57,3 +57,27 @@ def _json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def record_provenance(folder: str | Path, command: list[str], files: list[str | Path]) -> Path:
+    """Append what a command wrote into ``folder`` to its provenance.json sidecar."""
+    import datetime
+    import shlex
+
+    folder = Path(folder)
+    path = folder / PROVENANCE_FILE
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    names = sorted({str(Path(f).resolve().relative_to(folder.resolve()))
+                    for f in files if Path(f).is_file()
+                    and Path(f).resolve().is_relative_to(folder.resolve())})
+    entries.append({
+        "command": shlex.join(command),
+        "cwd": str(Path.cwd()),
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "files": names,
+    })
+    atomic_write_json(path, entries)
+    return path

@@ -54,12 +54,13 @@ class PtychoPINN(nn.Module):
         if self.config.n_channels > 1:
             obj = self.physics.merge(obj, offsets)
         intensity = self.physics(obj)
-        scale = self.physics_scale * self.log_object_gain.exp()
-        pred_amplitude = scale * torch.sqrt(intensity.clamp_min(1e-12))
+        gain = self.log_object_gain.exp()
+        pred_amplitude = (self.physics_scale * gain) * torch.sqrt(intensity.clamp_min(1e-12))
         out = {"x_norm": x_norm, "amplitude": amplitude, "phase": phase, "object": obj,
                "pred_amplitude": pred_amplitude}
         if self.patch_stats is not None:
-            self.patch_stats.observe_forward(diffraction, out, norm_factor, scale)
+            self.patch_stats.observe_forward(diffraction, out, norm_factor, self.physics_scale,
+                                             gain)
         return out
 
     def target_amplitude(self, x_norm: Tensor) -> Tensor:

@@ -26,12 +26,13 @@ from ptycho_torch.cli.shared import (
     resolve_device,
     run_cli,
 )
-from ptycho_torch.config import LossMode, RunConfig
+from ptycho_torch.config import LossMode, RunConfig, flatten
 from ptycho_torch.config_factory import build_run_config
 from ptycho_torch.data import PtychoDataModule, ScanData, load_scan
 from ptycho_torch.inference import CONFIG_FILE, MODEL_FILE
-from ptycho_torch.io import atomic_path, atomic_write_json, atomic_write_text
+from ptycho_torch.io import atomic_path, atomic_write_json, atomic_write_text, record_provenance
 from ptycho_torch.model import PtychoLightning
+from tracking.loggers import TrackedRun, command_line, redact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +59,15 @@ def build_trainer(config: RunConfig, output_dir: Path, device: str, loggers=(),
 
 
 def run_training(config: RunConfig, scan: ScanData, output_dir: str | Path, device: str = "cpu",
-                 loggers=(), callbacks=()) -> dict:
+                 loggers=(), callbacks=(), datamodule: PtychoDataModule | None = None) -> dict:
     """Fit the model; write model.pt and config.json; return a summary dict."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.execution.seed, workers=True, verbose=False)
-    datamodule = PtychoDataModule(scan, config.data, config.training.batch_size,
-                                  config.training.val_fraction, config.execution.num_workers)
+    if datamodule is None:
+        datamodule = PtychoDataModule(scan, config.data, config.training.batch_size,
+                                      config.training.val_fraction,
+                                      config.execution.num_workers)
     has_validation = len(datamodule.val_indices) > 0
     module = PtychoLightning(config.model, config.training, torch.from_numpy(scan.probe),
                              has_validation)
@@ -155,28 +158,79 @@ def cli_main(argv: list[str] | None = None) -> int:
         out = Path(args.output_dir)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--output_dir {out} exists and is not a directory")
-        from ptycho_torch.data import build_groups
-
-        build_groups(scan.x, scan.y, config.data.gridsize, config.data.n_neighbors,
-                     config.data.n_groups, config.data.seed, scan.path)  # fail before writing
-        callbacks = []
-        if execution.log_patch_stats:
-            from tracking.callbacks import PatchStatsCallback
-            from tracking.patch_stats import PatchStatsRecorder
-
-            recorder = PatchStatsRecorder(execution.patch_stats_limit,
-                                          execution.patch_stats_dir or out / "analysis")
-            callbacks.append(PatchStatsCallback(recorder))
-        summary = run_training(config, scan, out, device, callbacks=callbacks)
-        if test_scan is not None:
-            from ptycho_torch.inference import run_inference
-
-            summary["test"] = run_inference(out, test_scan, out / "test_reconstruction",
-                                            device=device, progress=not execution.quiet)
-        atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        # grouping errors (too few points, too many groups) surface before anything is written
+        datamodule = PtychoDataModule(scan, config.data, config.training.batch_size,
+                                      config.training.val_fraction, execution.num_workers)
+        command = command_line(prog, argv)
+        with TrackedRun(execution.loggers, "train", out, command, execution.tracking_uri,
+                        execution.experiment_name, execution.run_name, device,
+                        execution.seed) as run:
+            out.mkdir(parents=True, exist_ok=True)
+            train_outputs(run, config, scan, test_scan, out, device, datamodule, command)
         return 0
 
     return run_cli(main, prog)
+
+
+def train_outputs(run: TrackedRun, config: RunConfig, scan: ScanData,
+                  test_scan: ScanData | None, out: Path, device: str,
+                  datamodule: PtychoDataModule, command: list[str]) -> dict:
+    """Train inside a tracked run; log params, datasets, metrics and artifacts."""
+    from ptycho_torch.physics import intensity_scale
+
+    execution = config.execution
+    run.log_params({**flatten(config.to_dict()),
+                    "physics_scale": intensity_scale(config.model.nphotons,
+                                                     config.model.patch_size_px),
+                    "device": device})
+    run.log_dataset(scan.path, "training")
+    if test_scan is not None:
+        run.log_dataset(test_scan.path, "evaluation")
+    callbacks: list = []
+    recorder = None
+    if execution.log_patch_stats:
+        from tracking.callbacks import PatchStatsCallback
+        from tracking.patch_stats import PatchStatsRecorder
+
+        recorder = PatchStatsRecorder(execution.patch_stats_limit,
+                                      execution.patch_stats_dir or out / "analysis")
+        recorder.listeners.append(run.log_patch_record)
+        callbacks.append(PatchStatsCallback(recorder))
+    if run.loggers:
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if run.run_id:
+        atomic_write_json(out / "tracking.json", {"run_id": run.run_id,
+                                                  "experiment": run.experiment_name,
+                                                  "tracking_uri": redact_uri(run.uri)})
+    summary = run_training(config, scan, out, device, run.loggers, callbacks, datamodule)
+    summary["mlflow_run_id"] = run.run_id
+    produced = [out / MODEL_FILE, out / CONFIG_FILE, out / "train_summary.json",
+                out / "tracking.json", *sorted((out / "checkpoints").glob("*.ckpt"))]
+    if test_scan is not None:
+        from ptycho_torch.inference import run_inference
+
+        test_dir = out / "test_reconstruction"
+        summary["test"] = run_inference(out, test_scan, test_dir, device=device,
+                                        progress=not execution.quiet)
+        if "metrics" in summary["test"]:
+            run.log_metrics({f"test/{k}": v for k, v in summary["test"]["metrics"].items()})
+        for name in ("reconstruction.png", "reconstruction.npz", "metrics.json"):
+            run.log_artifact(test_dir / name, "test_reconstruction")
+            produced.append(test_dir / name)
+        run.log_images([test_dir / "reconstruction.png"])
+    atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+    for name in (CONFIG_FILE, "train_summary.json"):
+        run.log_artifact(out / name)
+    if recorder is not None:
+        for path in recorder.paths:
+            run.log_artifact(path, "analysis")
+        run.log_images([p for p in recorder.paths if p.suffix == ".png"])
+        for folder in recorder.out_dirs:
+            record_provenance(folder, command, recorder.paths)
+    record_provenance(out, command, produced)
+    return summary
 
 
 if __name__ == "__main__":

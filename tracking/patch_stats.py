@@ -70,7 +70,7 @@ def flat_metrics(record: dict) -> dict[str, float]:
     name = record["stage_name"]
     metrics = {}
     for key in ("global_mean", "global_std", "var_zero_mean", "mean_input_scale",
-                "physics_scale"):
+                "physics_scale", "object_gain"):
         if key in record:
             metrics[f"patch/{name}/{key}"] = float(record[key])
     for stage, stats in record["stages"].items():
@@ -123,8 +123,10 @@ class PatchStatsRecorder:
         self._current["stages"][stage] = stats
 
     def observe_forward(self, diffraction: Tensor, out: dict, norm_factor: Tensor | None = None,
-                        physics_scale: float | None = None) -> None:
-        """Called inside PtychoPINN.forward: every stage of the DESIGN.md table."""
+                        physics_scale: float | None = None,
+                        object_gain: Tensor | None = None) -> None:
+        """Called inside PtychoPINN.forward: every stage of the DESIGN.md table, plus the
+        scales (mean input normalization factor, physics scale s, object gain g)."""
         if self._current is None:
             return
         tensors = forward_stage_tensors(diffraction, out)
@@ -133,7 +135,9 @@ class PatchStatsRecorder:
         if norm_factor is not None:
             self._current["mean_input_scale"] = float(norm_factor.detach().float().mean())
         if physics_scale is not None:
-            self._current["physics_scale"] = float(torch.as_tensor(physics_scale).detach())
+            self._current["physics_scale"] = float(physics_scale)
+        if object_gain is not None:
+            self._current["object_gain"] = float(torch.as_tensor(object_gain).detach())
         name = self._current["stage_name"]
         if name not in self._grid_rows:
             self._grid_rows[name] = {
@@ -156,7 +160,7 @@ class PatchStatsRecorder:
                    "step": record["step"], "global_mean": collapse["global_mean"],
                    "global_std": collapse["global_std"],
                    "var_zero_mean": collapse["var_zero_mean"]}
-        for key in ("mean_input_scale", "physics_scale"):
+        for key in ("mean_input_scale", "physics_scale", "object_gain"):
             if key in record:
                 summary[key] = record[key]
         summary["stages"] = record["stages"]

@@ -148,9 +148,12 @@ def configure_logging(quiet: bool) -> None:
 
 
 def run_cli(main: Callable[[], int], prog: str) -> int:
-    """Run a CLI body; data-contract and usage errors become one stderr line and exit 2."""
+    """Run a CLI body; data-contract, usage and tracking-store errors become one stderr line
+    and exit 2."""
+    from tracking.loggers import TrackingUnavailable
+
     try:
         return main()
-    except (DataContractError, UsageError) as exc:
+    except (DataContractError, UsageError, TrackingUnavailable) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -34,7 +34,8 @@ def test_translate_half_pixel_splits_bright_pixel():
 
 def test_translate_round_trip_is_identity_inside_support(rng):
     x = torch.zeros(2, 16, 16, dtype=torch.complex128)
-    x[:, 5:11, 5:11] = torch.from_numpy(rng.normal(size=(2, 6, 6)) + 1j * rng.normal(size=(2, 6, 6)))
+    block = rng.normal(size=(2, 6, 6)) + 1j * rng.normal(size=(2, 6, 6))
+    x[:, 5:11, 5:11] = torch.from_numpy(block)
     t = torch.tensor([[3.0, -2.0], [-1.0, 4.0]], dtype=torch.float64)
     back = physics.translate(physics.translate(x, t), -t)
     torch.testing.assert_close(back, x)

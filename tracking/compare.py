@@ -1,0 +1,201 @@
+"""python -m tracking.compare: patch statistics of runs side by side, with a parity verdict.
+
+Each run's statistics come from its ``analysis/torch_patch_stats.json`` artifact (mean over
+its instrumented batches); a ``--reference`` JSON from another implementation (same
+schema) becomes the first column. The first column is the baseline: every other value gets
+its relative difference to it, and a row passes when all are within ``--tolerance``.
+Exit 0 when every row passes, 1 when any fails, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+RECORD_KEYS = ("mean_input_scale", "physics_scale", "object_gain", "global_mean", "global_std",
+               "var_zero_mean")
+STAGE_KEYS = ("global_mean", "global_std", "var_zero_mean", "min", "max")
+PARITY_KEYS = ("mean_input_scale", "physics_scale", "var_zero_mean")
+
+
+class CompareError(ValueError):
+    """Bad input to compare (unknown run, missing stats); exit code 2."""
+
+
+def summarize_records(records: list[dict]) -> dict[str, float]:
+    """Patch-stats records -> {"<stage_name>/<key>" or "<stage_name>/<stage>/<stat>": mean
+    over the records of that stage name}."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        name = record["stage_name"]
+        for key in RECORD_KEYS:
+            if key in record:
+                values[f"{name}/{key}"].append(float(record[key]))
+        for stage, stats in record.get("stages", {}).items():
+            for key in STAGE_KEYS:
+                if key in stats:
+                    values[f"{name}/{stage}/{key}"].append(float(stats[key]))
+    return {key: sum(v) / len(v) for key, v in values.items()}
+
+
+def relative_difference(value: float, reference: float) -> float:
+    if math.isclose(value, reference, rel_tol=0.0, abs_tol=1e-30):
+        return 0.0
+    return abs(value - reference) / max(abs(reference), 1e-30)
+
+
+def compare(columns: dict[str, dict[str, float]], tolerance: float,
+            pattern: str | None = None) -> list[dict]:
+    """Rows for every statistic present in all columns (first column = baseline)."""
+    names = list(columns)
+    common = set.intersection(*(set(c) for c in columns.values()))
+    if pattern:
+        common = {key for key in common if re.search(pattern, key)}
+    rows = []
+    for key in sorted(common):
+        baseline = columns[names[0]][key]
+        diffs = [relative_difference(columns[n][key], baseline) for n in names[1:]]
+        worst = max(diffs) if diffs else 0.0
+        rows.append({"statistic": key, "values": {n: columns[n][key] for n in names},
+                     "max_rel_diff": worst, "parity_key": key.rsplit("/", 1)[-1] in PARITY_KEYS,
+                     "verdict": "PASS" if worst <= tolerance else "FAIL"})
+    return rows
+
+
+def to_markdown(rows: list[dict], names: list[str], tolerance: float) -> str:
+    header = "| statistic | " + " | ".join(names) + " | max rel diff | verdict |"
+    lines = [f"Tolerance: {tolerance:.0%} relative to `{names[0]}`.", "", header,
+             "|" + "---|" * (len(names) + 3)]
+    for row in rows:
+        key = f"**{row['statistic']}**" if row["parity_key"] else row["statistic"]
+        cells = " | ".join(f"{row['values'][n]:.6g}" for n in names)
+        lines.append(f"| {key} | {cells} | {row['max_rel_diff']:.2%} | {row['verdict']} |")
+    failed = sum(row["verdict"] == "FAIL" for row in rows)
+    parity = [row for row in rows if row["parity_key"]]
+    parity_failed = sum(row["verdict"] == "FAIL" for row in parity)
+    lines += ["", f"{len(rows) - failed}/{len(rows)} statistics PASS; parity keys "
+                  f"(mean_input_scale, physics_scale, var_zero_mean): "
+                  f"{len(parity) - parity_failed}/{len(parity)} PASS."]
+    return "\n".join(lines) + "\n"
+
+
+def _run_columns(client, run_ids: list[str]) -> dict[str, dict[str, float]]:
+    columns = {}
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except Exception as exc:  # noqa: BLE001 - backend errors become one line
+            raise CompareError(f"run {run_id}: not found ({str(exc).splitlines()[0]})") from exc
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = client.download_artifacts(run_id, "analysis/torch_patch_stats.json", tmp)
+                records = json.loads(Path(path).read_text())
+            except Exception:  # noqa: BLE001 - fall back to the logged metrics
+                records = None
+        if records:
+            stats = summarize_records(records)
+        else:
+            stats = {key[len("patch/"):]: value for key, value in run.data.metrics.items()
+                     if key.startswith("patch/")}
+        if not stats:
+            raise CompareError(f"run {run_id}: no patch statistics (was --log-patch-stats on?)")
+        label = run.info.run_name or run_id
+        columns[f"{label} ({run_id[:8]})"] = stats
+    return columns
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tracking.compare",
+        description="Compare patch statistics of tracked runs (and/or a reference JSON); "
+                    "PASS/FAIL per statistic against a relative tolerance.")
+    parser.add_argument("run_ids", nargs="*", help="MLflow run ids; the first is the baseline")
+    parser.add_argument("--experiment", default=None,
+                        help="compare the latest --last runs of this experiment instead")
+    parser.add_argument("--last", type=int, default=2,
+                        help="how many latest runs with --experiment (default: %(default)s)")
+    parser.add_argument("--kind", choices=["train", "inference"], default=None,
+                        help="with --experiment: only runs of this kind")
+    parser.add_argument("--reference", default=None,
+                        help="patch-stats JSON from another implementation; becomes the "
+                             "baseline column")
+    parser.add_argument("--tolerance", type=float, default=0.10,
+                        help="relative tolerance per statistic (default: %(default)s)")
+    parser.add_argument("--keys", default=None,
+                        help="regular expression selecting statistics, e.g. 'inference/'")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the "
+                             "embedded sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--output-dir", default="compare_reports",
+                        help="folder for compare.md and compare.json (default: %(default)s)")
+    return parser
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except CompareError as exc:
+        print(f"python -m tracking.compare: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    from tracking.loggers import resolve_tracking_uri
+
+    if args.tolerance < 0:
+        raise CompareError(f"--tolerance must be >= 0, got {args.tolerance}")
+    columns: dict[str, dict[str, float]] = {}
+    if args.reference:
+        path = Path(args.reference)
+        try:
+            records = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CompareError(f"--reference {path}: not a readable JSON file ({exc})") from exc
+        if not isinstance(records, list) or not records:
+            raise CompareError(f"--reference {path}: a non-empty JSON list of records expected")
+        columns[f"reference ({path.name})"] = summarize_records(records)
+    run_ids = list(args.run_ids)
+    if run_ids or args.experiment:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=resolve_tracking_uri(args.tracking_uri))
+        if args.experiment:
+            experiment = client.get_experiment_by_name(args.experiment)
+            if experiment is None:
+                raise CompareError(f"--experiment {args.experiment!r} not found")
+            query = f"tags.run_kind = '{args.kind}'" if args.kind else ""
+            runs = client.search_runs([experiment.experiment_id], filter_string=query,
+                                      order_by=["attributes.start_time DESC"],
+                                      max_results=args.last)
+            run_ids += [run.info.run_id for run in reversed(runs)]
+        columns.update(_run_columns(client, run_ids))
+    if len(columns) < 2:
+        raise CompareError("need two or more runs, or a run and --reference")
+    rows = compare(columns, args.tolerance, args.keys)
+    if not rows:
+        raise CompareError("no statistic is common to all columns")
+    names = list(columns)
+    markdown = to_markdown(rows, names, args.tolerance)
+    print(markdown, end="")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from ptycho_torch.io import atomic_write_json, atomic_write_text
+
+    atomic_write_text(out / "compare.md", markdown)
+    atomic_write_json(out / "compare.json", {"tolerance": args.tolerance, "columns": names,
+                                             "rows": rows})
+    return 1 if any(row["verdict"] == "FAIL" for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
