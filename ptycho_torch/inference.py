@@ -32,7 +32,7 @@ from ptycho_torch.io import atomic_savefig, atomic_savez, atomic_write_json, rec
 from ptycho_torch.metrics import compute_metrics
 from ptycho_torch.model import PtychoPINN
 from ptycho_torch.reassembly import Stitcher, canvas_frame, covered_box, default_crop
-from tracking.loggers import TrackedRun, command_line
+from tracking.loggers import TrackedRun, command_line, redact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +260,12 @@ def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, mode
                                                                             1e-9)})
     if "metrics" in result:
         run.log_metrics(result["metrics"])
+    if run.run_id:
+        atomic_write_json(out / "tracking.json", {"run_id": run.run_id,
+                                                  "experiment": run.experiment_name,
+                                                  "tracking_uri": redact_uri(run.uri)})
     produced = [out / name for name in ("reconstruction.npz", "reconstruction.png",
-                                        "metrics.json")]
+                                        "metrics.json", "tracking.json")]
     for path in produced:
         run.log_artifact(path)
     run.log_images([out / "reconstruction.png"])
