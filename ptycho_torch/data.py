@@ -87,10 +87,10 @@ def load_scan(path: str | Path) -> ScanData:
         raise DataContractError(path, None, "is not a file (an NPZ file expected)")
     try:
         npz = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataContractError(path, None, f"not an NPZ archive ({exc})") from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataContractError(path, None, f"not a readable NPZ archive ({exc})") from exc
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        # numpy reads a non-zip file as a pickle, which allow_pickle=False refuses
+        raise DataContractError(path, None, "not a readable NPZ archive (a zip of .npy arrays "
+                                "expected)") from exc
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DataContractError(path, None, "holds a single array, not an NPZ archive")
     with npz:

@@ -48,6 +48,15 @@ class PtychoPINN(nn.Module):
         norm_factor (B,) float32. Returns x_norm, amplitude, phase (B, C, N, N) network
         output; object (B, C, N, N) complex64 (after merge); pred_amplitude (B, C, N, N)
         = s * g * |F(O P)| in sqrt(counts)."""
+        out = self.forward_uninstrumented(diffraction, offsets, norm_factor)
+        if self.patch_stats is not None:
+            self.patch_stats.observe_forward(diffraction, out, norm_factor, self.physics_scale,
+                                             self.log_object_gain.exp())
+        return out
+
+    def forward_uninstrumented(self, diffraction: Tensor, offsets: Tensor,
+                               norm_factor: Tensor) -> dict:
+        """The forward path with no instrumentation code at all (see :meth:`forward`)."""
         x_norm = diffraction * norm_factor.view(-1, 1, 1, 1)
         amplitude, phase = self.network(x_norm)
         obj = torch.polar(amplitude, phase)
@@ -56,12 +65,8 @@ class PtychoPINN(nn.Module):
         intensity = self.physics(obj)
         gain = self.log_object_gain.exp()
         pred_amplitude = (self.physics_scale * gain) * torch.sqrt(intensity.clamp_min(1e-12))
-        out = {"x_norm": x_norm, "amplitude": amplitude, "phase": phase, "object": obj,
-               "pred_amplitude": pred_amplitude}
-        if self.patch_stats is not None:
-            self.patch_stats.observe_forward(diffraction, out, norm_factor, self.physics_scale,
-                                             gain)
-        return out
+        return {"x_norm": x_norm, "amplitude": amplitude, "phase": phase, "object": obj,
+                "pred_amplitude": pred_amplitude}
 
     def target_amplitude(self, x_norm: Tensor) -> Tensor:
         """Measured amplitude in sqrt(counts): s * X_norm."""
