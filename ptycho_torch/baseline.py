@@ -180,6 +180,7 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
     from ptycho_torch.io import record_provenance
     from tracking.inventory import write_inventory
     from tracking.loggers import (
+        SIDECAR_FILE,
         TrackedRun,
         TrackingUnavailable,
         command_line,
@@ -239,7 +240,7 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
                        str(hub / "analysis"), "--run-name", f"{hub.name}-train",
                        *tracking, *child_quiet],
              hub / "cli" / "train_patch_stats.log", env)
-        run_ids["train"] = (_read_json(hub / "train" / "tracking.json") or {}).get("run_id")
+        run_ids["train"] = (_read_json(hub / "train" / SIDECAR_FILE) or {}).get("run_id")
         step("inference", [python, "-m", "ptycho_torch.inference", "--model_path",
                            str(hub / "train"), "--test_data", str(test_data), "--output_dir",
                            str(hub / "inference"), "--n_images", str(args.inference_n_images),
@@ -248,7 +249,7 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
                            str(args.patch_stats_limit), "--accelerator", args.accelerator,
                            "--run-name", f"{hub.name}-inference", *tracking, *child_quiet],
              hub / "cli" / "inference_patch_stats.log", env)
-        run_ids["inference"] = (_read_json(hub / "inference" / "tracking.json") or {}).get(
+        run_ids["inference"] = (_read_json(hub / "inference" / SIDECAR_FILE) or {}).get(
             "run_id")
         if args.with_pytest:
             step("pytest", [python, "-m", "pytest", PYTEST_SELECTOR, "-vv"],

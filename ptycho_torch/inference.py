@@ -32,7 +32,7 @@ from ptycho_torch.io import atomic_savefig, atomic_savez, atomic_write_json, rec
 from ptycho_torch.metrics import compute_metrics
 from ptycho_torch.model import PtychoPINN
 from ptycho_torch.reassembly import Stitcher, canvas_frame, covered_box, default_crop
-from tracking.loggers import TrackedRun, command_line, redact_uri
+from tracking.loggers import SIDECAR_FILE, TrackedRun, command_line
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def cli_main(argv: list[str] | None = None) -> int:
 def _training_link(model_dir: str | Path) -> dict[str, str]:
     """Tags linking an inference run to the training run that made its model."""
     tags = {"model_path": str(Path(model_dir).resolve())}
-    sidecar = Path(model_dir) / "tracking.json"
+    sidecar = Path(model_dir) / SIDECAR_FILE
     if sidecar.is_file():
         tags["train_run_id"] = json.loads(sidecar.read_text()).get("run_id", "")
     return tags
@@ -260,12 +260,9 @@ def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, mode
                                                                             1e-9)})
     if "metrics" in result:
         run.log_metrics(result["metrics"])
-    if run.run_id:
-        atomic_write_json(out / "tracking.json", {"run_id": run.run_id,
-                                                  "experiment": run.experiment_name,
-                                                  "tracking_uri": redact_uri(run.uri)})
+    run.write_sidecar(out)
     produced = [out / name for name in ("reconstruction.npz", "reconstruction.png",
-                                        "metrics.json", "tracking.json")]
+                                        "metrics.json", SIDECAR_FILE)]
     for path in produced:
         run.log_artifact(path)
     run.log_images([out / "reconstruction.png"])

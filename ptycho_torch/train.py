@@ -32,7 +32,7 @@ from ptycho_torch.data import PtychoDataModule, ScanData, load_scan
 from ptycho_torch.inference import CONFIG_FILE, MODEL_FILE
 from ptycho_torch.io import atomic_path, atomic_write_json, atomic_write_text, record_provenance
 from ptycho_torch.model import PtychoLightning
-from tracking.loggers import TrackedRun, command_line, redact_uri
+from tracking.loggers import SIDECAR_FILE, TrackedRun, command_line
 
 logger = logging.getLogger(__name__)
 
@@ -200,14 +200,11 @@ def train_outputs(run: TrackedRun, config: RunConfig, scan: ScanData,
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-    if run.run_id:
-        atomic_write_json(out / "tracking.json", {"run_id": run.run_id,
-                                                  "experiment": run.experiment_name,
-                                                  "tracking_uri": redact_uri(run.uri)})
+    run.write_sidecar(out)
     summary = run_training(config, scan, out, device, run.loggers, callbacks, datamodule)
     summary["mlflow_run_id"] = run.run_id
     produced = [out / MODEL_FILE, out / CONFIG_FILE, out / "train_summary.json",
-                out / "tracking.json", *sorted((out / "checkpoints").glob("*.ckpt"))]
+                out / SIDECAR_FILE, *sorted((out / "checkpoints").glob("*.ckpt"))]
     if test_scan is not None:
         from ptycho_torch.inference import run_inference
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 logger = logging.getLogger(__name__)
 
 EMBEDDED_URI = "sqlite:///mlruns/mlflow.db"
+SIDECAR_FILE = "tracking.json"
 
 
 class TrackingUnavailable(RuntimeError):
@@ -275,6 +276,17 @@ class TrackedRun:
 
     def _mlflow_run_name(self) -> str:
         return self.run_name or self.run_id
+
+    def write_sidecar(self, folder: str | Path) -> Path | None:
+        """tracking.json in ``folder``: this run's id, so later runs can link to it."""
+        if self.run_id is None:
+            return None
+        from ptycho_torch.io import atomic_write_json
+
+        path = Path(folder) / SIDECAR_FILE
+        atomic_write_json(path, {"run_id": self.run_id, "experiment": self.experiment_name,
+                                 "tracking_uri": redact_uri(self.uri)})
+        return path
 
     # -- writes (never fatal) ----------------------------------------------------------
     def _safely(self, what: str, fn) -> None:
