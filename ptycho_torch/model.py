@@ -87,8 +87,9 @@ class PtychoLightning(L.LightningModule):
     def __init__(self, model_config: ModelConfig, training_config: TrainingConfig,
                  probe: Tensor, has_validation: bool = True):
         super().__init__()
+        # in the checkpoint only: TrackedRun logs the flat config as params itself
         self.save_hyperparameters({"model": model_config.__dict__,
-                                   "training": training_config.__dict__})
+                                   "training": training_config.__dict__}, logger=False)
         self.model = PtychoPINN(model_config, probe)
         self.training_config = training_config
         self.has_validation = has_validation

@@ -20,6 +20,7 @@ from ptycho_torch.cli.shared import (
     UsageError,
     add_execution_args,
     build_execution_config_from_args,
+    check_strategy,
     configure_logging,
     positive_float,
     positive_int,
@@ -147,6 +148,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         execution = build_execution_config_from_args(args, "train")
         configure_logging(execution.quiet)
         device = resolve_device(execution.accelerator)
+        check_strategy(execution.strategy)
         if not 0 <= args.val_fraction < 1:
             raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
         scan = load_scan(args.train_data_file)

@@ -12,14 +12,17 @@ fails mid-run, and ends the run FINISHED, FAILED (an exception) or KILLED (Ctrl-
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -126,6 +129,29 @@ def environment_tags(device: str, seed: int, command: list[str]) -> dict[str, st
     }
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Exclusive lock around creating runs in a sqlite store: two first runs on a new
+    database would otherwise race to create its tables."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _raise_killed(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def _warn_once(owner, what: str, exc: Exception) -> None:
     if not getattr(owner, "_tracking_warned", False):
         logger.warning("tracking write failed (%s): %s; training goes on and local files are "
@@ -155,10 +181,9 @@ def _safe_mlflow_logger_class():
                 _warn_once(self, "params", exc)
 
         def finalize(self, status="success"):
-            try:
-                super().finalize(status)
-            except Exception as exc:  # noqa: BLE001
-                _warn_once(self, "finalize", exc)
+            # TrackedRun ends the run once its artifacts are up: a run never shows FINISHED
+            # while its files are still being uploaded.
+            return None
 
         def after_save_checkpoint(self, checkpoint_callback):
             try:
@@ -200,6 +225,10 @@ class TrackedRun:
 
     # -- life cycle -------------------------------------------------------------------
     def __enter__(self) -> TrackedRun:
+        # SIGTERM (a scheduler's kill) ends the run KILLED, like Ctrl-C, never RUNNING
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_killed)
         if "mlflow" in self.kinds:
             check_reachable(self.uri)
             self._start_mlflow()
@@ -235,35 +264,43 @@ class TrackedRun:
             self._safely("status", lambda: self.client.set_terminated(self.run_id, status))
             logger.info("MLflow run %s (%s) ended %s in %s", self.run_id, self.kind, status,
                         redact_uri(self.uri))
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
         return False
 
     def _start_mlflow(self) -> None:
-        from mlflow import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=self.uri)
         try:
-            experiment = self.client.get_experiment_by_name(self.experiment_name)
-            if experiment is None:
-                location = None
-                if self.uri.startswith("sqlite:///"):
-                    location = (store_root(self.uri) / "artifacts").resolve().as_uri()
-                experiment_id = self._create_experiment(location)
-            else:
-                experiment_id = experiment.experiment_id
-            tags = {"run_kind": self.kind,
-                    **environment_tags(self.device, self.seed, self.command),
-                    "tracking_uri": redact_uri(self.uri), **self.extra_tags}
-            if self.parent_run_id:
-                tags["mlflow.parentRunId"] = self.parent_run_id
-            run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
+            with _store_lock(self.uri):
+                self._create_run()
+        except TrackingUnavailable:
+            raise
         except Exception as exc:  # noqa: BLE001 - surface as one clear line
             raise TrackingUnavailable(f"MLflow store {redact_uri(self.uri)} unusable: "
                                       f"{str(exc).splitlines()[0]}") from exc
-        self.run_id = run.info.run_id
-        self.run_name = self.run_name or run.info.run_name
         SafeMLFlowLogger = _safe_mlflow_logger_class()
         self.loggers.append(SafeMLFlowLogger(experiment_name=self.experiment_name,
                                              tracking_uri=self.uri, run_id=self.run_id))
+
+    def _create_run(self) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            location = None
+            if self.uri.startswith("sqlite:///"):
+                location = (store_root(self.uri) / "artifacts").resolve().as_uri()
+            experiment_id = self._create_experiment(location)
+        else:
+            experiment_id = experiment.experiment_id
+        tags = {"run_kind": self.kind,
+                **environment_tags(self.device, self.seed, self.command),
+                "tracking_uri": redact_uri(self.uri), **self.extra_tags}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self.run_name = self.run_name or run.info.run_name
 
     def _create_experiment(self, location: str | None) -> str:
         from mlflow.exceptions import MlflowException

@@ -118,6 +118,15 @@ def build_execution_config_from_args(args: argparse.Namespace, mode: str) -> Exe
     )
 
 
+def check_strategy(strategy: str) -> None:
+    """A Lightning strategy name, checked before anything is written."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if strategy != "auto" and strategy not in StrategyRegistry:
+        raise UsageError(f"--strategy {strategy!r} is not a Lightning strategy "
+                         "(e.g. auto, ddp, ddp_spawn)")
+
+
 def resolve_device(accelerator: Accelerator) -> str:
     """"cpu" or "cuda"; a GPU asked for but not visible is a usage error, never a CPU run."""
     import torch

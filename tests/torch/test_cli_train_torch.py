@@ -145,3 +145,13 @@ def test_gpu_accelerator_without_cuda_is_refused(tmp_path, capsys):
     write_random_stub(data, n=10, big_n=16)
     assert _train(tmp_path, data, tmp_path / "run", "--accelerator", "gpu") == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_unknown_strategy_is_one_line_exit_2_nothing_written(tmp_path, capsys):
+    data = tmp_path / "train.npz"
+    write_random_stub(data, n=10, big_n=16)
+    out = tmp_path / "run"
+    assert _train(tmp_path, data, out, "--strategy", "bogus") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--strategy 'bogus'" in err[0]
+    assert not out.exists()
