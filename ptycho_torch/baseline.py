@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="group side; C = gridsize^2 (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=4,
                         help="training batch size (default: %(default)s)")
+    parser.add_argument("--inference-batch-size", type=positive_int, default=32,
+                        help="test groups per forward pass: 128 groups make 4 batches, so "
+                             "the patch-stats limit of 2 is reached (default: %(default)s)")
     parser.add_argument("--patch-stats-limit", type=positive_int, default=2,
                         help="instrumented batches per stage (default: %(default)s)")
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda"], default="auto",
@@ -184,6 +187,7 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
         TrackedRun,
         TrackingUnavailable,
         command_line,
+        environment_tags,
         resolve_tracking_uri,
     )
 
@@ -193,7 +197,7 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     else:
         device = "cpu" if args.accelerator == "cpu" else "cuda"
-    device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    device_name = environment_tags(device, args.seed, [])["device_name"]
     echo = not args.quiet
     child_quiet = ["--quiet"] if args.quiet else []
     tracking = ["--logger", ",".join(args.logger) or "none", "--tracking-uri", uri,
@@ -245,6 +249,7 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
                            str(hub / "train"), "--test_data", str(test_data), "--output_dir",
                            str(hub / "inference"), "--n_images", str(args.inference_n_images),
                            "--debug-dump", str(hub / "analysis" / "forward_parity_debug"),
+                           "--inference-batch-size", str(args.inference_batch_size),
                            "--log-patch-stats", "--patch-stats-limit",
                            str(args.patch_stats_limit), "--accelerator", args.accelerator,
                            "--run-name", f"{hub.name}-inference", *tracking, *child_quiet],
@@ -256,7 +261,7 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
                  hub / "green" / "pytest_patch_stats.log", env)
         status = "PASSED"
     finally:
-        summary = write_summary(hub, steps, f"{device} ({device_name})", run_ids, status)
+        summary = write_summary(hub, steps, device_name, run_ids, status)
         record_provenance(hub, command, [summary])
         inventory = write_inventory(hub)
         record_provenance(hub / "analysis", command, [inventory])

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -371,7 +372,9 @@ class TrackedRun:
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag
 
-        source = resolve_dataset_source(str(Path(path).resolve()))
+        with warnings.catch_warnings():  # a local path matches two equivalent source kinds
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(Path(path).resolve()))
         dataset = MetaDataset(source, name=Path(path).name, digest=digest[:36])
         tag = InputTag(key="mlflow.data.context", value=context)
         self.client.log_inputs(self.run_id, [DatasetInput(dataset._to_mlflow_entity(), [tag])])

@@ -64,6 +64,13 @@ def forward_stage_tensors(diffraction: Tensor, out: dict) -> dict[str, Tensor]:
     }
 
 
+def compact_record(record: dict) -> dict:
+    """A record without its per-patch lists (those stay in the JSON file): the log line."""
+    stages = {stage: {k: v for k, v in stats.items() if k != "per_patch"}
+              for stage, stats in record["stages"].items()}
+    return {**record, "stages": stages}
+
+
 def flat_metrics(record: dict) -> dict[str, float]:
     """A record as flat metric names ``patch/<stage_name>/<stage>/<stat>`` (plus the
     record-level scales as ``patch/<stage_name>/<name>``)."""
@@ -166,7 +173,7 @@ class PatchStatsRecorder:
         summary["stages"] = record["stages"]
         self.records.append(summary)
         self.counts[record["stage_name"]] += 1
-        logger.info("PATCH_STATS %s", json.dumps(summary, separators=(",", ":")))
+        logger.info("PATCH_STATS %s", json.dumps(compact_record(summary), separators=(",", ":")))
         self.write()
         for listener in self.listeners:
             listener(summary)
