@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import sys
 import tempfile
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # table only
     try:
         return _main(args)
     except CompareError as exc:
