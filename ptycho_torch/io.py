@@ -22,6 +22,9 @@ def atomic_path(path: str | Path, suffix: str = ""):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix,
                                dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; finished files are ordinary files
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -58,13 +58,17 @@ class PtychoPINN(nn.Module):
                                norm_factor: Tensor) -> dict:
         """The forward path with no instrumentation code at all (see :meth:`forward`)."""
         x_norm = diffraction * norm_factor.view(-1, 1, 1, 1)
-        amplitude, phase = self.network(x_norm)
-        obj = torch.polar(amplitude, phase)
-        if self.config.n_channels > 1:
-            obj = self.physics.merge(obj, offsets)
-        intensity = self.physics(obj)
-        gain = self.log_object_gain.exp()
-        pred_amplitude = (self.physics_scale * gain) * torch.sqrt(intensity.clamp_min(1e-12))
+        amplitude, phase = self.network(x_norm)  # bf16 under autocast, if the caller asks
+        # physics always in float32: complex and FFT ops have no bf16 kernels, and counts
+        # of 1e9 photons need the range
+        with torch.autocast(device_type=x_norm.device.type, enabled=False):
+            amplitude, phase = amplitude.float(), phase.float()
+            obj = torch.polar(amplitude, phase)
+            if self.config.n_channels > 1:
+                obj = self.physics.merge(obj, offsets.float())
+            intensity = self.physics(obj)
+            gain = self.log_object_gain.exp()
+            pred_amplitude = (self.physics_scale * gain) * torch.sqrt(intensity.clamp_min(1e-12))
         return {"x_norm": x_norm, "amplitude": amplitude, "phase": phase, "object": obj,
                 "pred_amplitude": pred_amplitude}
 

@@ -31,23 +31,32 @@ OBJECTS = {
 }
 
 
-def _gray_image(name: str, size: tuple[int, int]) -> np.ndarray:
+def _gray_image(name: str, size: tuple[int, int], zoom: float = 1.0) -> np.ndarray:
+    """Grayscale sample image in [0, 1], its central 1/zoom part resized to ``size``."""
     from skimage import color, data, transform
 
     img = getattr(data, name)()
     if img.ndim == 3:
         img = color.rgb2gray(img[..., :3])
+    if zoom > 1:
+        h, w = img.shape
+        ch, cw = round(h / zoom), round(w / zoom)
+        img = img[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
     img = transform.resize(img.astype(np.float64), size, anti_aliasing=True)
     lo, hi = np.percentile(img, [1, 99])
     return np.clip((img - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
 
 
 def make_object(name: str, shape: tuple[int, int], amp_range=(0.35, 1.0),
-                phase_range_rad: float = 1.0) -> np.ndarray:
-    """Complex object (H, W) complex64: amplitude in amp_range, phase in +-phase_range_rad."""
+                phase_range_rad: float = 1.0, zoom: float = 1.0) -> np.ndarray:
+    """Complex object (H, W) complex64: amplitude in amp_range, phase in +-phase_range_rad.
+
+    ``zoom`` > 1 magnifies the images (their central 1/zoom part fills the object), so the
+    finest features span about ``zoom`` object pixels instead of one.
+    """
     amp_name, phase_name = OBJECTS[name]
-    amp = amp_range[0] + (amp_range[1] - amp_range[0]) * _gray_image(amp_name, shape)
-    phase = phase_range_rad * (2 * _gray_image(phase_name, shape) - 1)
+    amp = amp_range[0] + (amp_range[1] - amp_range[0]) * _gray_image(amp_name, shape, zoom)
+    phase = phase_range_rad * (2 * _gray_image(phase_name, shape, zoom) - 1)
     return (amp * np.exp(1j * phase)).astype(np.complex64)
 
 
@@ -81,7 +90,8 @@ def probe_diameter_px(probe: np.ndarray, energy_fraction: float = 0.9) -> float:
 
 def simulate_scan(n_images: int = 1024, patch_size: int = 64, n_photons: float = 1e6,
                   noise: str = "poisson", overlap: float = 0.65, jitter_fraction: float = 0.1,
-                  object_name: str = "camera_moon", seed: int = 0) -> dict:
+                  object_name: str = "camera_moon", seed: int = 0,
+                  object_zoom: float = 1.0) -> dict:
     """Simulate one scan over a whole object. Returns arrays and the metadata dict."""
     rng = np.random.default_rng(seed)
     probe = make_probe(patch_size)
@@ -90,7 +100,7 @@ def simulate_scan(n_images: int = 1024, patch_size: int = 64, n_photons: float =
     n_side = max(2, math.ceil(math.sqrt(n_images)))
     margin = patch_size / 2 + 2 * step
     size = math.ceil(2 * margin + (n_side - 1) * step)
-    obj = make_object(object_name, (size, size))
+    obj = make_object(object_name, (size, size), zoom=object_zoom)
     grid = margin + np.arange(n_side) * step
     gy, gx = np.meshgrid(grid, grid, indexing="ij")
     xy = np.stack([gx.ravel(), gy.ravel()], axis=1)[:n_images]
@@ -106,6 +116,7 @@ def simulate_scan(n_images: int = 1024, patch_size: int = 64, n_photons: float =
     metadata = {
         "generator": "ptycho_torch.simulate",
         "object": object_name,
+        "object_zoom": object_zoom,
         "object_shape": [size, size],
         "n_images": int(xy.shape[0]),
         "patch_size": patch_size,
@@ -168,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--object", choices=sorted(OBJECTS), default="camera_moon",
                         help="amplitude_phase pair of scikit-image sample images "
                              "(default: %(default)s)")
+    parser.add_argument("--object-zoom", type=float, default=1.0,
+                        help="magnify the sample images: their central 1/zoom part fills the "
+                             "object, so the finest features span ~zoom pixels "
+                             "(default: %(default)s, the whole image)")
     parser.add_argument("--patch-size", type=int, default=64,
                         help="diffraction pattern and probe side N, pixels (default: %(default)s)")
     parser.add_argument("--overlap", type=float, default=0.65,
@@ -187,6 +202,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         problems.append(f"--n-photons must be > 0, got {args.n_photons}")
     if args.patch_size < 16 or args.patch_size % 8:
         problems.append(f"--patch-size must be a multiple of 8, >= 16, got {args.patch_size}")
+    if not 1.0 <= args.object_zoom <= 8.0:
+        problems.append(f"--object-zoom must be in [1, 8], got {args.object_zoom}")
     if not 0.0 <= args.overlap < 0.95:
         problems.append(f"--overlap must be in [0, 0.95), got {args.overlap}")
     out = Path(args.output_dir)
@@ -196,7 +213,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"error: {problems[0]}", file=sys.stderr)
         return 2
     scan = simulate_scan(args.n_images, args.patch_size, args.n_photons, args.noise,
-                         args.overlap, object_name=args.object, seed=args.seed)
+                         args.overlap, object_name=args.object, seed=args.seed,
+                         object_zoom=args.object_zoom)
     out.mkdir(parents=True, exist_ok=True)
     for name, arrays in split_scan(scan).items():
         atomic_savez(out / f"{name}.npz", **arrays)

@@ -104,6 +104,7 @@ class PatchStatsRecorder:
         self.listeners: list = []
         self._running: dict[tuple[str, str], tuple[float, float]] = {}
         self._grid_rows: dict[str, dict[str, Tensor]] = {}
+        self._grid_dirty = False
         self._current: dict | None = None
 
     def wants(self, stage_name: str) -> bool:
@@ -147,6 +148,7 @@ class PatchStatsRecorder:
             self._current["object_gain"] = float(torch.as_tensor(object_gain).detach())
         name = self._current["stage_name"]
         if name not in self._grid_rows:
+            self._grid_dirty = True
             self._grid_rows[name] = {
                 "input": tensors["input_normalized"][:4].detach().reshape(
                     -1, *diffraction.shape[-2:]).float().cpu(),
@@ -185,11 +187,14 @@ class PatchStatsRecorder:
 
         written = []
         for folder in self.out_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
             atomic_write_json(folder / STATS_FILE, self.records)
             written.append(folder / STATS_FILE)
-            if self._grid_rows:
+            if self._grid_dirty or (self._grid_rows and not (folder / GRID_FILE).exists()):
                 save_patch_grid(folder / GRID_FILE, self._grid_rows)
+            if (folder / GRID_FILE).exists():
                 written.append(folder / GRID_FILE)
+        self._grid_dirty = False
         return written
 
     @property
@@ -208,24 +213,31 @@ def build_grid(patches: Tensor, nrow: int = 8) -> Tensor:
 
 def save_patch_grid(path: Path, rows: dict[str, dict[str, Tensor]]) -> None:
     """One labelled grid row per (stage name, kind): normalized input, object amplitude and
-    predicted diffraction amplitude of the first instrumented batch of each stage name."""
-    import matplotlib
+    predicted diffraction amplitude of the first instrumented batch of each stage name.
+    Drawn with PIL (no matplotlib): cheap enough to redraw whenever a stage name is new."""
+    from PIL import Image, ImageDraw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ptycho_torch.io import atomic_path
 
-    from ptycho_torch.io import atomic_savefig
-
-    panels = [(f"{name}: {kind}", patches) for name, kinds in rows.items()
-              for kind, patches in kinds.items()]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 1.9 * len(panels)), squeeze=False)
-    for ax, (label, patches) in zip(axes[:, 0], panels, strict=True):
-        display = patches[:16]
-        if "input" in label or "predicted" in label:
-            display = torch.log1p(display.clamp_min(0))  # diffraction spans decades
-        ax.imshow(build_grid(display, nrow=16).permute(1, 2, 0).numpy())
-        ax.set_title(label, fontsize=9, loc="left")
-        ax.axis("off")
-    fig.tight_layout()
-    atomic_savefig(path, fig, dpi=90)
-    plt.close(fig)
+    label_h, pad = 14, 6
+    strips = []
+    for name, kinds in rows.items():
+        for kind, patches in kinds.items():
+            display = patches[:16]
+            if kind in ("input", "predicted amplitude"):
+                display = torch.log1p(display.clamp_min(0))  # diffraction spans decades
+            zoom = max(1, 48 // display.shape[-1])  # small patches are drawn larger
+            display = display.repeat_interleave(zoom, -1).repeat_interleave(zoom, -2)
+            grid = build_grid(display, nrow=16).mul(255).round().byte().permute(1, 2, 0)
+            strips.append((f"{name}: {kind}", Image.fromarray(grid.numpy())))
+    width = max(img.width for _, img in strips) + 2 * pad
+    height = sum(img.height + label_h + pad for _, img in strips) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = pad
+    for label, img in strips:
+        draw.text((pad, y), label, fill="black")
+        canvas.paste(img, (pad, y + label_h))
+        y += img.height + label_h + pad
+    with atomic_path(path, suffix=".png") as tmp:
+        canvas.save(tmp, format="PNG")
