@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from ptycho_torch.cli.shared import LOGGER_CHOICES, logger_list, positive_int
+from ptycho_torch.cli.shared import add_tracking_args, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -149,14 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "into <hub>/green/pytest_patch_stats.log")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars or child output on the console (logs keep it)")
-    parser.add_argument("--logger", type=logger_list, default=("mlflow", "tensorboard"),
-                        help=f"comma list of {', '.join(LOGGER_CHOICES)} "
-                             "(default: mlflow,tensorboard)")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                             "sqlite:///mlruns/mlflow.db)")
-    parser.add_argument("--experiment-name", default="ptycho_torch",
-                        help="MLflow experiment (default: %(default)s)")
+    add_tracking_args(parser)
     return parser
 
 

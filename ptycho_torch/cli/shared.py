@@ -84,6 +84,12 @@ def add_execution_args(parser: argparse.ArgumentParser, mode: str) -> None:
                        help="where torch_patch_stats.json and torch_patch_grid.png go "
                             "(default: <output_dir>/analysis)")
 
+    track = add_tracking_args(parser)
+    track.add_argument("--run-name", default=None, help="run name shown in the UIs")
+
+
+def add_tracking_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--logger, --tracking-uri, --experiment-name (train, inference, baseline)."""
     track = parser.add_argument_group("tracking (MLflow + TensorBoard)")
     track.add_argument("--logger", type=logger_list, default=("mlflow", "tensorboard"),
                        help="comma list of mlflow, tensorboard, csv, or none "
@@ -93,7 +99,7 @@ def add_execution_args(parser: argparse.ArgumentParser, mode: str) -> None:
                             "the embedded sqlite:///mlruns/mlflow.db)")
     track.add_argument("--experiment-name", default="ptycho_torch",
                        help="MLflow experiment / TensorBoard folder (default: %(default)s)")
-    track.add_argument("--run-name", default=None, help="run name shown in the UIs")
+    return track
 
 
 def build_execution_config_from_args(args: argparse.Namespace, mode: str) -> ExecutionConfig:
