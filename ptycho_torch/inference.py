@@ -27,6 +27,7 @@ from ptycho_torch.cli.shared import (
     run_cli,
 )
 from ptycho_torch.config import DataConfig, RunConfig, flatten
+from ptycho_torch.config_factory import build_inference_config
 from ptycho_torch.data import GroupedScan, ScanData, build_grouped_scan, load_scan
 from ptycho_torch.io import atomic_savefig, atomic_savez, atomic_write_json, record_provenance
 from ptycho_torch.metrics import compute_metrics
@@ -245,14 +246,15 @@ def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, mode
         recorder = PatchStatsRecorder(execution.patch_stats_limit,
                                       execution.patch_stats_dir or out / "analysis", extra)
         recorder.listeners.append(run.log_patch_record)
-    run.log_params({**flatten({"model": config.model.__dict__, "data": config.data.__dict__}),
-                    "inference.n_images": args.n_images,
-                    "inference.batch_size": args.inference_batch_size,
-                    "inference.stitch_crop": args.stitch_crop, "device": device,
+    inference_config = build_inference_config(args)
+    run.log_params({**flatten({"model": config.model.__dict__, "data": config.data.__dict__,
+                               "inference": inference_config.__dict__}),
+                    "inference.n_images": args.n_images, "device": device,
                     "model_path": str(args.model_path)})
     run.log_dataset(scan.path, "inference")
     result = run_inference(args.model_path, scan, out, args.n_images, device,
-                           args.inference_batch_size, args.stitch_crop,
+                           inference_config.inference_batch_size,
+                           inference_config.stitch_crop_px,
                            progress=not execution.quiet, model=model, config=config,
                            recorder=recorder, debug_dir=args.debug_dump)
     run.log_metrics({"inference/seconds": result["seconds"],

@@ -236,8 +236,8 @@ class TrackedRun:
         if "tensorboard" in self.kinds:
             from lightning.pytorch.loggers import TensorBoardLogger
 
-            name = self.run_name or (self.run_id and self._mlflow_run_name()) or \
-                f"{self.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+            # the MLflow run name (given or generated) names the TensorBoard folder too
+            name = self.run_name or f"{self.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
             tb = TensorBoardLogger(save_dir=str(store_root(self.uri) / "tensorboard"),
                                    name=self.experiment_name, version=name,
                                    default_hp_metric=False)
@@ -311,9 +311,6 @@ class TrackedRun:
                                                  artifact_location=location)
         except MlflowException:  # created meanwhile by a concurrent run
             return self.client.get_experiment_by_name(self.experiment_name).experiment_id
-
-    def _mlflow_run_name(self) -> str:
-        return self.run_name or self.run_id
 
     def write_sidecar(self, folder: str | Path) -> Path | None:
         """tracking.json in ``folder``: this run's id, so later runs can link to it."""

@@ -114,10 +114,6 @@ class PatchStatsRecorder:
         self._current = {"stage_name": stage_name, "batch_idx": self.counts[stage_name],
                          "step": int(step), "stages": {}}
 
-    @property
-    def is_armed(self) -> bool:
-        return self._current is not None
-
     def observe(self, stage: str, x: Tensor) -> None:
         """Add one stage's statistics to the armed record (ignored when not armed)."""
         if self._current is None:
