@@ -37,12 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fit_capacity",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="simulated NPZ with objectGuess")
-    parser.add_argument("--n-groups", type=int, default=8, help="groups to overfit")
-    parser.add_argument("--gridsize", type=int, default=2)
-    parser.add_argument("--n-filters-scale", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-groups", type=int, default=8,
+                        help="groups to overfit, spread over the scan (default: %(default)s)")
+    parser.add_argument("--gridsize", type=int, default=2,
+                        help="group side; C = gridsize^2 (default: %(default)s)")
+    parser.add_argument("--n-filters-scale", type=int, default=1,
+                        help="network width multiplier; 2 is the reference (default: "
+                             "%(default)s)")
+    parser.add_argument("--steps", type=int, default=1500,
+                        help="Adam steps on the same batch (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3,
+                        help="Adam learning rate (default: %(default)g)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for initialization (default: %(default)s)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     scan = load_scan(args.data)
