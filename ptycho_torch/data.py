@@ -244,11 +244,10 @@ def build_groups(x: np.ndarray, y: np.ndarray, gridsize: int, n_neighbors: int,
         raise DataContractError(
             path, "xcoords", f"{n} scan points; gridsize {gridsize} needs at least {c}"
         )
-    available = n
-    if n_groups is not None and n_groups > available:
+    if n_groups is not None and n_groups > n:  # one group per seed point
         raise DataContractError(
             path, "xcoords",
-            f"--n_images {n_groups} exceeds the {available} groups this scan provides",
+            f"--n_images {n_groups} exceeds the {n} groups this scan provides",
         )
     rng = np.random.default_rng(seed)
     if n_groups is None:

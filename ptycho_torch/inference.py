@@ -270,17 +270,14 @@ def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, mode
     run.log_images([out / "reconstruction.png"])
     record_provenance(out, command, produced)
     if recorder is not None:
-        for path in recorder.paths:
-            run.log_artifact(path, "analysis")
-        run.log_images([p for p in recorder.paths if p.suffix == ".png"])
-        record_provenance(recorder.out_dirs[0], command, recorder.paths)
+        run.publish_patch_stats(recorder, command)
     if args.debug_dump:
         debug_files = [Path(p) for p in result.get("debug_files", [])]
+        record_provenance(args.debug_dump, command, debug_files)
         if recorder is not None:
             debug_files += [p for p in recorder.paths if p.parent == Path(args.debug_dump)]
         for path in debug_files:
             run.log_artifact(path, "forward_parity_debug")
-        record_provenance(args.debug_dump, command, debug_files)
     return result
 
 

@@ -223,11 +223,7 @@ def train_outputs(run: TrackedRun, config: RunConfig, scan: ScanData,
     for name in (CONFIG_FILE, "train_summary.json"):
         run.log_artifact(out / name)
     if recorder is not None:
-        for path in recorder.paths:
-            run.log_artifact(path, "analysis")
-        run.log_images([p for p in recorder.paths if p.suffix == ".png"])
-        for folder in recorder.out_dirs:
-            record_provenance(folder, command, recorder.paths)
+        run.publish_patch_stats(recorder, command)
     record_provenance(out, command, produced)
     return summary
 

@@ -392,6 +392,18 @@ class TrackedRun:
                                  f"patch/{record['stage_name']}/{stage}/var_zero_mean_per_patch",
                                  _as_array(values), record["step"]))
 
+    def publish_patch_stats(self, recorder, command: list[str]) -> None:
+        """A PatchStatsRecorder's files: the primary folder's JSON and grid as artifacts under
+        analysis/ (grid also a TensorBoard image), and provenance in every folder."""
+        from ptycho_torch.io import record_provenance
+
+        primary = [p for p in recorder.paths if p.parent == recorder.out_dirs[0]]
+        for path in primary:
+            self.log_artifact(path, "analysis")
+        self.log_images([p for p in primary if p.suffix == ".png"])
+        for folder in recorder.out_dirs:
+            record_provenance(folder, command, recorder.paths)
+
     def log_images(self, paths: list[Path], step: int = 0) -> None:
         """PNG files as TensorBoard images (tag = file stem)."""
         for lg in self.loggers:
