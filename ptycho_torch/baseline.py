@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from ptycho_torch.cli.shared import add_tracking_args, positive_int
+from ptycho_torch.cli.shared import UsageError, add_tracking_args, positive_int, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -163,22 +163,25 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"python -m ptycho_torch.baseline: error: --hub {hub} is not a directory",
               file=sys.stderr)
         return 2
+    from tracking.loggers import TrackingUnavailable
+
     try:
         return _run(args, hub)
     except StepFailed as exc:
         print(f"python -m ptycho_torch.baseline: error: {exc}", file=sys.stderr)
         return 1
+    except (UsageError, TrackingUnavailable) as exc:
+        print(f"python -m ptycho_torch.baseline: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _run(args: argparse.Namespace, hub: Path) -> int:
-    import torch
-
+    from ptycho_torch.config import Accelerator
     from ptycho_torch.io import record_provenance
     from tracking.inventory import write_inventory
     from tracking.loggers import (
         SIDECAR_FILE,
         TrackedRun,
-        TrackingUnavailable,
         command_line,
         environment_tags,
         resolve_tracking_uri,
@@ -186,10 +189,7 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
 
     python = sys.executable
     uri = resolve_tracking_uri(args.tracking_uri)
-    if args.accelerator == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    else:
-        device = "cpu" if args.accelerator == "cpu" else "cuda"
+    device = resolve_device(Accelerator(args.accelerator))
     device_name = environment_tags(device, args.seed, [])["device_name"]
     echo = not args.quiet
     child_quiet = ["--quiet"] if args.quiet else []
@@ -206,67 +206,60 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
 
     hub.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    try:
-        tracked = TrackedRun(args.logger if "mlflow" in args.logger else (), "baseline", hub,
-                             command, uri, args.experiment_name,
-                             f"baseline-{hub.name}", device, args.seed)
-        tracked.__enter__()
-    except TrackingUnavailable as exc:
-        print(f"python -m ptycho_torch.baseline: error: {exc}", file=sys.stderr)
-        return 2
-    status = "FAILED"
-    try:
-        if tracked.run_id:
-            env["PTYCHO_PARENT_RUN_ID"] = tracked.run_id
-            run_ids["baseline (parent)"] = tracked.run_id
-        train_data, test_data = Path(args.train_data), Path(args.test_data)
-        if not (train_data.is_file() and test_data.is_file()):
-            if train_data.parent != test_data.parent:
-                raise StepFailed("simulate", 2, hub / "cli" / "simulate.log")
-            step("simulate", [python, "-m", "ptycho_torch.simulate", "--output-dir",
-                              str(train_data.parent), "--seed", str(args.seed)],
-                 hub / "cli" / "simulate.log", env)
-        step("train", [python, "-m", "ptycho_torch.train", "--train_data_file", str(train_data),
-                       "--output_dir", str(hub / "train"), "--max_epochs",
-                       str(args.max_epochs), "--n_images", str(args.n_images), "--gridsize",
-                       str(args.gridsize), "--batch_size", str(args.batch_size),
-                       "--torch-loss-mode", "poisson", "--deterministic", "--seed",
-                       str(args.seed), "--accelerator", args.accelerator,
-                       "--log-patch-stats", "--patch-stats-limit",
-                       str(args.patch_stats_limit), "--patch-stats-dir",
-                       str(hub / "analysis"), "--run-name", f"{hub.name}-train",
-                       *tracking, *child_quiet],
-             hub / "cli" / "train_patch_stats.log", env)
-        run_ids["train"] = (_read_json(hub / "train" / SIDECAR_FILE) or {}).get("run_id")
-        step("inference", [python, "-m", "ptycho_torch.inference", "--model_path",
-                           str(hub / "train"), "--test_data", str(test_data), "--output_dir",
-                           str(hub / "inference"), "--n_images", str(args.inference_n_images),
-                           "--debug-dump", str(hub / "analysis" / "forward_parity_debug"),
-                           "--inference-batch-size", str(args.inference_batch_size),
+    with TrackedRun(args.logger if "mlflow" in args.logger else (), "baseline", hub, command,
+                    uri, args.experiment_name, f"baseline-{hub.name}", device,
+                    args.seed) as tracked:
+        status = "FAILED"
+        try:
+            if tracked.run_id:
+                env["PTYCHO_PARENT_RUN_ID"] = tracked.run_id
+                run_ids["baseline (parent)"] = tracked.run_id
+            train_data, test_data = Path(args.train_data), Path(args.test_data)
+            if not (train_data.is_file() and test_data.is_file()):
+                if train_data.parent != test_data.parent:
+                    raise StepFailed("simulate", 2, hub / "cli" / "simulate.log")
+                step("simulate", [python, "-m", "ptycho_torch.simulate", "--output-dir",
+                                  str(train_data.parent), "--seed", str(args.seed)],
+                     hub / "cli" / "simulate.log", env)
+            step("train", [python, "-m", "ptycho_torch.train", "--train_data_file", str(train_data),
+                           "--output_dir", str(hub / "train"), "--max_epochs",
+                           str(args.max_epochs), "--n_images", str(args.n_images), "--gridsize",
+                           str(args.gridsize), "--batch_size", str(args.batch_size),
+                           "--torch-loss-mode", "poisson", "--deterministic", "--seed",
+                           str(args.seed), "--accelerator", args.accelerator,
                            "--log-patch-stats", "--patch-stats-limit",
-                           str(args.patch_stats_limit), "--accelerator", args.accelerator,
-                           "--run-name", f"{hub.name}-inference", *tracking, *child_quiet],
-             hub / "cli" / "inference_patch_stats.log", env)
-        run_ids["inference"] = (_read_json(hub / "inference" / SIDECAR_FILE) or {}).get(
-            "run_id")
-        if args.with_pytest:
-            step("pytest", [python, "-m", "pytest", PYTEST_SELECTOR, "-vv"],
-                 hub / "green" / "pytest_patch_stats.log", env)
-        status = "PASSED"
-    finally:
-        summary = write_summary(hub, steps, device_name, run_ids, status)
-        record_provenance(hub, command, [summary])
-        inventory = write_inventory(hub)
-        record_provenance(hub / "analysis", command, [inventory])
-        tracked.log_artifact(summary)
-        tracked.log_artifact(inventory, "analysis")
-        tracked.log_metrics({f"baseline/{s['name']}_seconds": s["seconds"] for s in steps})
-        metrics = _read_json(hub / "inference" / "metrics.json")
-        if metrics:
-            tracked.log_metrics({f"test/{k}": v for k, v in metrics.items()})
-        failed = status != "PASSED"
-        tracked.__exit__(RuntimeError if failed else None, None, None)
-        print(f"[baseline] {status}: summary {summary}, inventory {inventory}", flush=True)
+                           str(args.patch_stats_limit), "--patch-stats-dir",
+                           str(hub / "analysis"), "--run-name", f"{hub.name}-train",
+                           *tracking, *child_quiet],
+                 hub / "cli" / "train_patch_stats.log", env)
+            run_ids["train"] = (_read_json(hub / "train" / SIDECAR_FILE) or {}).get("run_id")
+            step("inference", [python, "-m", "ptycho_torch.inference", "--model_path",
+                               str(hub / "train"), "--test_data", str(test_data), "--output_dir",
+                               str(hub / "inference"), "--n_images", str(args.inference_n_images),
+                               "--debug-dump", str(hub / "analysis" / "forward_parity_debug"),
+                               "--inference-batch-size", str(args.inference_batch_size),
+                               "--log-patch-stats", "--patch-stats-limit",
+                               str(args.patch_stats_limit), "--accelerator", args.accelerator,
+                               "--run-name", f"{hub.name}-inference", *tracking, *child_quiet],
+                 hub / "cli" / "inference_patch_stats.log", env)
+            run_ids["inference"] = (_read_json(hub / "inference" / SIDECAR_FILE) or {}).get(
+                "run_id")
+            if args.with_pytest:
+                step("pytest", [python, "-m", "pytest", PYTEST_SELECTOR, "-vv"],
+                     hub / "green" / "pytest_patch_stats.log", env)
+            status = "PASSED"
+        finally:
+            summary = write_summary(hub, steps, device_name, run_ids, status)
+            record_provenance(hub, command, [summary])
+            inventory = write_inventory(hub)
+            record_provenance(hub / "analysis", command, [inventory])
+            tracked.log_artifact(summary)
+            tracked.log_artifact(inventory, "analysis")
+            tracked.log_metrics({f"baseline/{s['name']}_seconds": s["seconds"] for s in steps})
+            metrics = _read_json(hub / "inference" / "metrics.json")
+            if metrics:
+                tracked.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+            print(f"[baseline] {status}: summary {summary}, inventory {inventory}", flush=True)
     return 0
 
 
