@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import lightning as L
@@ -91,9 +93,11 @@ class PtychoLightning(L.LightningModule):
     def __init__(self, model_config: ModelConfig, training_config: TrainingConfig,
                  probe: Tensor, has_validation: bool = True):
         super().__init__()
-        # in the checkpoint only: TrackedRun logs the flat config as params itself
-        self.save_hyperparameters({"model": model_config.__dict__,
-                                   "training": training_config.__dict__}, logger=False)
+        # in the checkpoint only (TrackedRun logs the flat config as params itself), as plain
+        # JSON types so that checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(json.loads(json.dumps(
+            {"model": dataclasses.asdict(model_config),
+             "training": dataclasses.asdict(training_config)})), logger=False)
         self.model = PtychoPINN(model_config, probe)
         self.training_config = training_config
         self.has_validation = has_validation
@@ -104,8 +108,10 @@ class PtychoLightning(L.LightningModule):
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
         out = self(batch)
         loss = self.model.loss(out)
+        # sync_dist: with DDP every rank sees the same epoch loss, so ReduceLROnPlateau steps
+        # the same on all of them (a no-op on one device)
         self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True,
-                 prog_bar=True, batch_size=batch["diffraction"].shape[0])
+                 prog_bar=True, batch_size=batch["diffraction"].shape[0], sync_dist=True)
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ptycho_torch.cli.shared import (
     UsageError,
@@ -37,6 +39,31 @@ from tracking.loggers import SIDECAR_FILE, TrackedRun, command_line
 
 logger = logging.getLogger(__name__)
 
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary name beside the target, then renamed.
+
+    Lightning's own save stages the file in the system temp folder and moves it; across file
+    systems (a node-local /tmp, a shared output disk) that move is a copy, and a kill during
+    it leaves a truncated .ckpt. Here the rename is always within one folder."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        with atomic_path(path, suffix=".ckpt") as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def process_rank() -> int:
+    """Global rank of this process: 0 unless a launcher (Lightning's DDP, torchrun, SLURM)
+    started it as a worker. Known before the Trainer exists, so workers skip tracking."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
 
 def build_trainer(config: RunConfig, output_dir: Path, device: str, loggers=(),
                   callbacks=()) -> L.Trainer:
@@ -56,12 +83,15 @@ def build_trainer(config: RunConfig, output_dir: Path, device: str, loggers=(),
         enable_model_summary=not ex.quiet,
         log_every_n_steps=5,
         default_root_dir=output_dir,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
 def run_training(config: RunConfig, scan: ScanData, output_dir: str | Path, device: str = "cpu",
-                 loggers=(), callbacks=(), datamodule: PtychoDataModule | None = None) -> dict:
-    """Fit the model; write model.pt and config.json; return a summary dict."""
+                 loggers=(), callbacks=(), datamodule: PtychoDataModule | None = None,
+                 ckpt_path: Path | None = None) -> dict:
+    """Fit the model (continuing from ``ckpt_path`` when given); write model.pt and
+    config.json; return a summary dict."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.execution.seed, workers=True, verbose=False)
@@ -80,7 +110,11 @@ def run_training(config: RunConfig, scan: ScanData, output_dir: str | Path, devi
                 config.data.gridsize, config.data.patch_size_px, config.model.loss_mode.value,
                 device)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    if ckpt_path is None:
+        trainer.fit(module, datamodule=datamodule)
+    else:
+        logger.info("resuming from %s", ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - started
     if trainer.global_rank == 0:
         with atomic_path(output_dir / MODEL_FILE) as tmp:
@@ -135,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--object-gain-trainable", action=argparse.BooleanOptionalAction,
                        default=True,
                        help="train the global object-amplitude gain (default: on)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --output_dir from "
+                             "checkpoints/last.ckpt, with the same data and model flags: "
+                             "training ends at --max_epochs as if never stopped, the same "
+                             "MLflow run (from tracking.json) goes on, and patch-stats limits "
+                             "count from the first start")
     add_execution_args(parser, "train")
     return parser
 
@@ -163,20 +203,58 @@ def cli_main(argv: list[str] | None = None) -> int:
         # grouping errors (too few points, too many groups) surface before anything is written
         datamodule = PtychoDataModule(scan, config.data, config.training.batch_size,
                                       config.training.val_fraction, execution.num_workers)
+        ckpt_path = resume_checkpoint(out, config) if args.resume else None
+        if process_rank() != 0:
+            # a DDP worker started by Lightning: it trains its shard; rank 0 alone tracks,
+            # records patch statistics and writes the output files
+            run_training(config, scan, out, device, (), (), datamodule, ckpt_path)
+            return 0
         command = command_line(prog, argv)
+        sidecar = _read_sidecar(out) if args.resume else {}
         with TrackedRun(execution.loggers, "train", out, command, execution.tracking_uri,
-                        execution.experiment_name, execution.run_name, device,
-                        execution.seed) as run:
+                        execution.experiment_name,
+                        execution.run_name or sidecar.get("run_name"), device, execution.seed,
+                        resume_run_id=sidecar.get("run_id")) as run:
             out.mkdir(parents=True, exist_ok=True)
-            train_outputs(run, config, scan, test_scan, out, device, datamodule, command)
+            train_outputs(run, config, scan, test_scan, out, device, datamodule, command,
+                          ckpt_path)
         return 0
 
     return run_cli(main, prog)
 
 
+def resume_checkpoint(out: Path, config: RunConfig) -> Path:
+    """The checkpoint --resume continues from, after checking the run's saved config agrees
+    with this command on everything but max_epochs and execution settings."""
+    ckpt = out / LAST_CHECKPOINT
+    if not ckpt.is_file():
+        raise UsageError(f"--resume: nothing to continue in {out} ({ckpt} not found)")
+    saved_path = out / CONFIG_FILE
+    if saved_path.is_file():
+        saved = json.loads(saved_path.read_text())
+        now = config.to_dict()
+        saved["training"].pop("max_epochs", None)
+        now["training"].pop("max_epochs", None)
+        differ = [f"{section}.{key}" for section in ("data", "model", "training")
+                  for key in now[section] if saved[section].get(key) != now[section][key]]
+        if differ:
+            raise UsageError(f"--resume: {saved_path} was started with other settings for "
+                             f"{', '.join(differ)}; give the same data and model flags")
+    return ckpt
+
+
+def _read_sidecar(out: Path) -> dict:
+    path = out / SIDECAR_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--resume: {path} is unreadable ({exc})") from exc
+
+
 def train_outputs(run: TrackedRun, config: RunConfig, scan: ScanData,
                   test_scan: ScanData | None, out: Path, device: str,
-                  datamodule: PtychoDataModule, command: list[str]) -> dict:
+                  datamodule: PtychoDataModule, command: list[str],
+                  ckpt_path: Path | None = None) -> dict:
     """Train inside a tracked run; log params, datasets, metrics and artifacts."""
     from ptycho_torch.physics import intensity_scale
 
@@ -203,7 +281,10 @@ def train_outputs(run: TrackedRun, config: RunConfig, scan: ScanData,
 
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     run.write_sidecar(out)
-    summary = run_training(config, scan, out, device, run.loggers, callbacks, datamodule)
+    atomic_write_json(out / CONFIG_FILE, config.to_dict())  # early, so --resume can check it
+    summary = run_training(config, scan, out, device, run.loggers, callbacks, datamodule,
+                           ckpt_path)
+    summary["resumed_from"] = str(ckpt_path) if ckpt_path is not None else None
     summary["mlflow_run_id"] = run.run_id
     produced = [out / MODEL_FILE, out / CONFIG_FILE, out / "train_summary.json",
                 out / SIDECAR_FILE, *sorted((out / "checkpoints").glob("*.ckpt"))]

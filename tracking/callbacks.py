@@ -14,7 +14,8 @@ logger = logging.getLogger(__name__)
 class PatchStatsCallback(L.Callback):
     """Arms ``recorder`` on the first ``limit`` train and val batches (sanity checks
     excluded) by attaching it to ``pl_module.model.patch_stats``; detaches it after each
-    batch, so later batches run the plain forward path."""
+    batch, so later batches run the plain forward path. Its counts and records travel in the
+    Lightning checkpoint, so a resumed run does not instrument its batches again."""
 
     def __init__(self, recorder: PatchStatsRecorder):
         self.recorder = recorder
@@ -46,6 +47,15 @@ class PatchStatsCallback(L.Callback):
         if not trainer.sanity_checking:
             self._val_batches_seen += 1
         self._disarm(pl_module)
+
+    # -- resume: the limits count across a restart, they are not re-applied ----------------
+    def state_dict(self) -> dict:
+        return {"counts": dict(self.recorder.counts), "records": list(self.recorder.records),
+                "val_batches_seen": self._val_batches_seen}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.recorder.restore(state_dict["records"], state_dict["counts"])
+        self._val_batches_seen = int(state_dict["val_batches_seen"])
 
     def on_exception(self, trainer, pl_module, exception):
         pl_module.model.patch_stats = None

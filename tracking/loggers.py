@@ -206,7 +206,7 @@ class TrackedRun:
                  command: list[str], tracking_uri: str | None = None,
                  experiment_name: str = "ptycho_torch", run_name: str | None = None,
                  device: str = "cpu", seed: int = 0, tags: dict[str, str] | None = None,
-                 parent_run_id: str | None = None):
+                 parent_run_id: str | None = None, resume_run_id: str | None = None):
         self.kinds = tuple(loggers)
         self.kind = kind
         self.output_dir = Path(output_dir)
@@ -218,8 +218,10 @@ class TrackedRun:
         self.seed = seed
         self.extra_tags = dict(tags or {})
         self.parent_run_id = parent_run_id or os.environ.get("PTYCHO_PARENT_RUN_ID")
+        self.resume_run_id = resume_run_id
         self.run_id: str | None = None
         self.client = None
+        self._resumed_params: dict[str, str] = {}
         self.loggers: list = []
         self.tracking_failed = False
         self.tensorboard_dir: Path | None = None
@@ -286,6 +288,9 @@ class TrackedRun:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)
+        if self.resume_run_id is not None:
+            self._continue_run(self.resume_run_id)
+            return
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is None:
             location = None
@@ -303,6 +308,28 @@ class TrackedRun:
         self.run_id = run.info.run_id
         self.run_name = self.run_name or run.info.run_name
 
+    def _continue_run(self, run_id: str) -> None:
+        """Reopen an earlier run (``--resume``): RUNNING again, same id, name and params."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            raise TrackingUnavailable(
+                f"cannot continue MLflow run {run_id}: not found in {redact_uri(self.uri)} "
+                "(give the --tracking-uri the first run used, or --logger tensorboard)") from exc
+        self.run_id = run_id
+        self.run_name = run.info.run_name
+        self._resumed_params = dict(run.data.params)
+        self.experiment_name = self.client.get_experiment(run.info.experiment_id).name
+        resumes = int(run.data.tags.get("resume_count", "0")) + 1
+        self.client.update_run(run_id, status="RUNNING")
+        self._set_tags({"resume_count": str(resumes),
+                        f"resume.{resumes}.command_line": shlex.join(self.command),
+                        f"resume.{resumes}.previous_status": run.info.status})
+        logger.info("continuing MLflow run %s (%s, was %s)", run_id, self.run_name,
+                    run.info.status)
+
     def _create_experiment(self, location: str | None) -> str:
         from mlflow.exceptions import MlflowException
 
@@ -319,7 +346,8 @@ class TrackedRun:
         from ptycho_torch.io import atomic_write_json
 
         path = Path(folder) / SIDECAR_FILE
-        atomic_write_json(path, {"run_id": self.run_id, "experiment": self.experiment_name,
+        atomic_write_json(path, {"run_id": self.run_id, "run_name": self.run_name,
+                                 "experiment": self.experiment_name,
                                  "tracking_uri": redact_uri(self.uri)})
         return path
 
@@ -343,8 +371,18 @@ class TrackedRun:
     def log_params(self, params: dict[str, object]) -> None:
         """Flat params to every logger (MLflow batched, values as strings)."""
         clean = {key: ("None" if value is None else value) for key, value in params.items()}
+        # a continued run keeps its params (MLflow refuses to change one): values that
+        # differ now, such as a raised max_epochs, become resume.changed.<key> tags
+        changed = {key: str(value) for key, value in clean.items()
+                   if key in self._resumed_params and self._resumed_params[key] != str(value)}
         for lg in self.loggers:
-            self._safely("params", lambda lg=lg: lg.log_hyperparams(clean))
+            values = clean
+            if changed and lg.__class__.__name__ == "SafeMLFlowLogger":
+                values = {key: value for key, value in clean.items() if key not in changed}
+            self._safely("params", lambda lg=lg, values=values: lg.log_hyperparams(values))
+        if changed:
+            logger.info("resumed run: params changed since the first start: %s", changed)
+            self.set_tags({f"resume.changed.{key}": value for key, value in changed.items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         for lg in self.loggers:

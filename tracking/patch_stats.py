@@ -177,6 +177,17 @@ class PatchStatsRecorder:
             listener(summary)
         return summary
 
+    def restore(self, records: list[dict], counts: dict[str, int]) -> None:
+        """State of an earlier process of the same run (resume): its records and per-stage
+        counts, so ``limit`` counts from the run's start. The files on disk already hold
+        these records; they are rewritten only when a new record is added."""
+        self.records = list(records)
+        self.counts = Counter({name: int(n) for name, n in counts.items()})
+        for record in self.records:
+            for stage, stats in record["stages"].items():
+                self._running[(record["stage_name"], stage)] = (stats["running_min"],
+                                                                stats["running_max"])
+
     def write(self) -> list[Path]:
         """Write torch_patch_stats.json and torch_patch_grid.png into every output folder."""
         from ptycho_torch.io import atomic_write_json
