@@ -26,6 +26,26 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _proc_status_kib(field: str) -> float | None:
+    """A /proc/self/status memory field (VmRSS, VmHWM) in KiB; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_host_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -33,19 +53,29 @@ def _sync(device: str) -> None:
 
 def bench_train_steps(device: str, batch_sizes: list[int], dtypes: list[str],
                       n_steps: int) -> list[dict]:
-    """Median optimizer-step latency of PtychoPINN (gridsize 2, N 64) on synthetic batches."""
+    """Median optimizer-step latency of PtychoPINN (gridsize 2, N 64) on synthetic batches.
+
+    A variant is a dtype (fp32, or bf16 autocast), optionally with "+cl" (network and input
+    in channels-last memory format) and/or "+compile" (torch.compile of the network; the
+    physics stays eager: complex FFTs). Compilation happens in the excluded warm-up steps."""
     from ptycho_torch.config import ModelConfig
     from ptycho_torch.model import PtychoPINN
     from ptycho_torch.simulate import make_probe
 
     rows = []
     for batch in batch_sizes:
-        for dtype in dtypes:
+        for variant in dtypes:
+            dtype, *options = variant.split("+")
             torch.manual_seed(0)
             model = PtychoPINN(ModelConfig(patch_size_px=64, n_channels=4, nphotons=1e9),
                                torch.from_numpy(make_probe(64))).to(device)
-            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
             x = torch.rand(batch, 4, 64, 64, device=device)
+            if "cl" in options:
+                model.network.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+            if "compile" in options:
+                model.network = torch.compile(model.network)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
             offsets = torch.randn(batch, 4, 2, device=device) * 3
             norm = torch.ones(batch, device=device)
             autocast = torch.autocast(device_type=device, dtype=torch.bfloat16,
@@ -53,7 +83,8 @@ def bench_train_steps(device: str, batch_sizes: list[int], dtypes: list[str],
             times = []
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            for step in range(n_steps + 2):
+            warmup = 3 if "compile" in options else 2
+            for step in range(n_steps + warmup):
                 _sync(device)
                 started = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
@@ -64,18 +95,23 @@ def bench_train_steps(device: str, batch_sizes: list[int], dtypes: list[str],
                 loss.backward()
                 optimizer.step()
                 _sync(device)
-                if step >= 2:  # warm-up excluded
+                if step >= warmup:  # warm-up (and compilation) excluded
                     times.append(time.perf_counter() - started)
             median = statistics.median(times)
-            rows.append({"batch": batch, "dtype": dtype, "step_ms": 1e3 * median,
+            rows.append({"batch": batch, "dtype": variant, "step_ms": 1e3 * median,
                          "groups_per_s": batch / median, "n_steps": n_steps,
                          "peak_device_mib": (torch.cuda.max_memory_allocated() / 2**20
                                              if device == "cuda" else None)})
     return rows
 
 
-def bench_inference(device: str, sizes: list[int], repeats: int) -> list[dict]:
-    """Patterns/s of reconstruct() (forward + stitching), gridsize 1, N 64, raster scan."""
+def bench_inference(device: str, sizes: list[int], repeats: int,
+                    batch_size: int = 512) -> list[dict]:
+    """Patterns/s of reconstruct() (forward + stitching), gridsize 1, N 64, raster scan, and
+    its peak working memory: the rise of peak host RSS (and on CUDA of peak allocated device
+    memory) over what was resident before the call, input scan and model included there.
+    Streaming in batches keeps that rise flat apart from the stitching canvas, which grows
+    with the scanned area (reported beside it)."""
     from ptycho_torch.config import ModelConfig
     from ptycho_torch.data import GroupedScan, ScanData
     from ptycho_torch.inference import reconstruct
@@ -97,16 +133,33 @@ def bench_inference(device: str, sizes: list[int], repeats: int) -> list[dict]:
                         x, y, x, y, np.zeros(n, dtype=np.int64), None, {})
         grouped = GroupedScan(scan, np.arange(n)[:, None], 1.0)
         shape, origin = canvas_frame(np.stack([x, y], 1), 64)
-        times = []
-        for _ in range(repeats):
+        times, host_peak, device_peak = [], None, None
+        for rep in range(repeats):
             _sync(device)
+            if rep == 0:  # memory from the first call; timing from all
+                rss_before = _proc_status_kib("VmRSS")
+                can_reset = _reset_host_peak()
+                if device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                    allocated_before = torch.cuda.memory_allocated()
             started = time.perf_counter()
-            reconstruct(model, grouped, shape, origin, device, 512, 20, progress=False)
+            with torch.inference_mode():
+                reconstruct(model, grouped, shape, origin, device, batch_size, 20,
+                            progress=False)
             _sync(device)
             times.append(time.perf_counter() - started)
+            if rep == 0:
+                if can_reset and rss_before is not None:
+                    host_peak = (_proc_status_kib("VmHWM") - rss_before) / 1024
+                if device == "cuda":
+                    device_peak = (torch.cuda.max_memory_allocated() - allocated_before) / 2**20
         median = statistics.median(times)
         rows.append({"patterns": n, "seconds": median, "patterns_per_s": n / median,
-                     "repeats": repeats})
+                     "seconds_per_1k": 1e3 * median / n, "repeats": repeats,
+                     "batch_size": batch_size, "input_mib": scan.diffraction.nbytes / 2**20,
+                     "canvas_px": list(shape),
+                     "canvas_mib": shape[0] * shape[1] * (8 + 4) / 2**20,
+                     "peak_host_rise_mib": host_peak, "peak_device_rise_mib": device_peak})
     return rows
 
 
@@ -159,19 +212,35 @@ def bench_overheads(device: str, repeats: int) -> dict:
 
 
 def to_markdown(result: dict) -> str:
+    def mib(value):
+        return "-" if value is None else f"{value:.0f}"
+
     lines = [f"# Benchmarks: {result['device_name']} ({result['date']})", "",
-             f"torch {result['torch']}, mode {result['mode']}", "",
-             "## Training step (gridsize 2, N 64; median)", "",
-             "| batch | dtype | step ms | groups/s | peak device MiB |", "|---|---|---|---|---|"]
-    for row in result["train"]:
-        peak = "-" if row["peak_device_mib"] is None else f"{row['peak_device_mib']:.0f}"
+             f"torch {result['torch']}, mode {result['mode']}"]
+    for row in result.get("train", []):
+        if row is result["train"][0]:
+            lines += ["", "## Training step (gridsize 2, N 64; median)", "",
+                      "| batch | dtype | step ms | groups/s | peak device MiB |",
+                      "|---|---|---|---|---|"]
         lines.append(f"| {row['batch']} | {row['dtype']} | {row['step_ms']:.1f} | "
-                     f"{row['groups_per_s']:.1f} | {peak} |")
-    lines += ["", "## Inference incl. stitching (gridsize 1, N 64; median)", "",
-              "| patterns | seconds | patterns/s |", "|---|---|---|"]
-    for row in result["inference"]:
+                     f"{row['groups_per_s']:.1f} | {mib(row['peak_device_mib'])} |")
+    for row in result.get("inference", []):
+        if row is result["inference"][0]:
+            lines += ["", "## Inference incl. stitching (gridsize 1, N 64, batch "
+                      f"{row['batch_size']}; median)", "",
+                      "Memory: rise of peak host RSS (and peak allocated device memory) "
+                      "during the call over what was resident before it (input scan and "
+                      "model already loaded); the stitching canvas (complex64 sum + float32 "
+                      "weight) is part of the rise and grows with the scanned area.", "",
+                      "| patterns | seconds | patterns/s | s per 1k | input MiB | canvas "
+                      "MiB | peak host rise MiB | peak device rise MiB |",
+                      "|---|---|---|---|---|---|---|---|"]
         lines.append(f"| {row['patterns']} | {row['seconds']:.2f} | "
-                     f"{row['patterns_per_s']:.0f} |")
+                     f"{row['patterns_per_s']:.0f} | {row['seconds_per_1k']:.2f} | "
+                     f"{row['input_mib']:.0f} | {row['canvas_mib']:.1f} | "
+                     f"{mib(row['peak_host_rise_mib'])} | {mib(row['peak_device_rise_mib'])} |")
+    if "overheads" not in result:
+        return "\n".join([*lines, ""])
     ov = result["overheads"]
     lines += ["", f"## Overheads (train CLI, 2 epochs x 32 groups, {ov['repeats']} interleaved "
                   "repeats; median)", "", "| variant | median s |", "|---|---|"]
@@ -187,7 +256,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="device to measure (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and few repeats (CPU-friendly)")
+    parser.add_argument("--sections", default="train,inference,overheads",
+                        help="comma list of the sections to run: train, inference, overheads "
+                             "(default: all; a subset adds its names to the result files)")
+    parser.add_argument("--inference-sizes", default=None,
+                        help="comma list of scan sizes in patterns (default: 1024,4096 with "
+                             "--quick, else 1024,4096,16384)")
+    parser.add_argument("--train-variants", default="fp32,bf16",
+                        help="comma list of training-step variants: fp32 or bf16, each "
+                             "optionally +cl (channels-last) and/or +compile (torch.compile "
+                             "of the network), e.g. fp32,bf16,fp32+cl,bf16+cl+compile "
+                             "(default: %(default)s)")
+    parser.add_argument("--inference-batch-size", type=int, default=512,
+                        help="patterns per inference batch (default: %(default)s)")
     args = parser.parse_args(argv)
+    sections = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(sections) - {"train", "inference", "overheads"})
+    if unknown or not sections:
+        parser.error(f"--sections: unknown {unknown or args.sections!r}; choose from train, "
+                     "inference, overheads")
     if args.device == "cuda" and not torch.cuda.is_available():
         print("python -m bench: error: --device cuda but no CUDA device is visible",
               file=sys.stderr)
@@ -195,19 +282,30 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else \
         f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    variants = [v.strip() for v in args.train_variants.split(",") if v.strip()]
+    for variant in variants:
+        dtype, *options = variant.split("+")
+        if dtype not in ("fp32", "bf16") or set(options) - {"cl", "compile"}:
+            parser.error(f"--train-variants: cannot read {variant!r}")
+    sizes = ([int(v) for v in args.inference_sizes.split(",")] if args.inference_sizes else
+             [1024, 4096] if quick else [1024, 4096, 16384])
     result = {
         "date": time.strftime("%Y-%m-%d"), "device": args.device, "device_name": device_name,
         "torch": torch.__version__, "mode": "quick" if quick else "full",
-        "train": bench_train_steps(args.device, [4, 64] if quick else [4, 64, 256],
-                                   ["fp32", "bf16"], 5 if quick else 30),
-        "inference": bench_inference(args.device, [1024, 4096] if quick else
-                                     [1024, 4096, 16384], 2 if quick else 5),
-        "overheads": bench_overheads(args.device, 3 if quick else 5),
     }
+    if "train" in sections:
+        result["train"] = bench_train_steps(args.device, [4, 64] if quick else [4, 64, 256],
+                                            variants, 5 if quick else 30)
+    if "inference" in sections:
+        result["inference"] = bench_inference(args.device, sizes, 2 if quick else 5,
+                                              args.inference_batch_size)
+    if "overheads" in sections:
+        result["overheads"] = bench_overheads(args.device, 3 if quick else 5)
     markdown = to_markdown(result)
     print(markdown)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{result['date']}-{args.device}{'-quick' if quick else ''}"
+    subset = "" if len(sections) == 3 else "-" + "-".join(sections)
+    stem = RESULTS / f"{result['date']}-{args.device}{'-quick' if quick else ''}{subset}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown)
     print(f"wrote {stem}.json and {stem}.md")
