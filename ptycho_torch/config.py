@@ -74,6 +74,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     max_epochs: int = 50
+    max_time_minutes: float | None = None
     batch_size: int = 16
     learning_rate: float = 1e-3
     val_fraction: float = 0.05
@@ -84,6 +85,8 @@ class TrainingConfig:
     def __post_init__(self):
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.max_time_minutes is not None and not self.max_time_minutes > 0:
+            raise ValueError(f"max time must be > 0 minutes, got {self.max_time_minutes}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.learning_rate > 0:

@@ -26,7 +26,9 @@ def build_run_config(args: argparse.Namespace, scan: ScanData,
                         n_filters_scale=args.n_filters_scale, probe_scale=args.probe_scale,
                         loss_mode=args.torch_loss_mode, nphotons=nphotons,
                         object_gain_trainable=args.object_gain_trainable)
-    training = TrainingConfig(max_epochs=args.max_epochs, batch_size=args.batch_size,
+    training = TrainingConfig(max_epochs=args.max_epochs,
+                              max_time_minutes=getattr(args, "max_time", None),
+                              batch_size=args.batch_size,
                               learning_rate=args.learning_rate, val_fraction=args.val_fraction)
     return RunConfig(data=data, model=model, training=training, execution=execution,
                      train_data_file=str(scan.path), test_data_file=args.test_data_file)

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -73,6 +74,8 @@ def build_trainer(config: RunConfig, output_dir: Path, device: str, loggers=(),
     checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)
     return L.Trainer(
         max_epochs=config.training.max_epochs,
+        max_time=(None if config.training.max_time_minutes is None
+                  else timedelta(minutes=config.training.max_time_minutes)),
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=ex.devices,
         strategy=ex.strategy,
@@ -156,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Poisson NLL on counts or MAE on amplitudes (default: %(default)s)")
     model.add_argument("--max_epochs", "--max-epochs", type=positive_int, default=50,
                        help="training epochs (default: %(default)s)")
+    model.add_argument("--max-time", "--max_time", type=positive_float, default=None,
+                       help="wall-clock budget in minutes: training stops after the batch "
+                            "that crosses it, or at --max_epochs, whichever comes first "
+                            "(default: no limit)")
     model.add_argument("--batch_size", "--batch-size", type=positive_int, default=16,
                        help="groups per batch (default: %(default)s)")
     model.add_argument("--learning-rate", "--learning_rate", type=positive_float, default=1e-3,
@@ -225,7 +232,7 @@ def cli_main(argv: list[str] | None = None) -> int:
 
 def resume_checkpoint(out: Path, config: RunConfig) -> Path:
     """The checkpoint --resume continues from, after checking the run's saved config agrees
-    with this command on everything but max_epochs and execution settings."""
+    with this command on everything but the epoch and time limits and execution settings."""
     ckpt = out / LAST_CHECKPOINT
     if not ckpt.is_file():
         raise UsageError(f"--resume: nothing to continue in {out} ({ckpt} not found)")
@@ -233,8 +240,9 @@ def resume_checkpoint(out: Path, config: RunConfig) -> Path:
     if saved_path.is_file():
         saved = json.loads(saved_path.read_text())
         now = config.to_dict()
-        saved["training"].pop("max_epochs", None)
-        now["training"].pop("max_epochs", None)
+        for key in ("max_epochs", "max_time_minutes"):
+            saved["training"].pop(key, None)
+            now["training"].pop(key, None)
         differ = [f"{section}.{key}" for section in ("data", "model", "training")
                   for key in now[section] if saved[section].get(key) != now[section][key]]
         if differ:

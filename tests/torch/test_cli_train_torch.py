@@ -116,6 +116,17 @@ def test_ten_random_points_train_and_infer(tmp_path):
     assert not (tmp_path / "inference" / "metrics.json").exists()  # no objectGuess
 
 
+def test_max_time_stops_training_early_and_keeps_outputs(tmp_path):
+    data = tmp_path / "train.npz"
+    write_random_stub(data, n=10, big_n=16)
+    out = tmp_path / "run"
+    assert _train(tmp_path, data, out, "--max_epochs", "100000", "--max-time", "0.02") == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert 0 < summary["global_step"] < 3 * 100000  # stopped by the 1.2 s budget
+    assert (out / "model.pt").is_file()
+    assert json.loads((out / "config.json").read_text())["training"]["max_time_minutes"] == 0.02
+
+
 @pytest.mark.parametrize("case", ["missing_key", "not_npz", "directory", "too_many_groups"])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, case):
     data = tmp_path / "train.npz"
