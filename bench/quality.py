@@ -1,0 +1,166 @@
+"""python -m bench.quality: reconstruction quality per configuration under one time budget.
+
+For each named configuration: simulate a scan (train.npz / test.npz, the two halves of one
+object), train with a wall-clock budget (``--max-time``), reconstruct test.npz, and read its
+metrics.json. Prints a table; writes bench/results/<date>-<device>-quality.{json,md} and a
+PNG with every reconstruction's amplitude and phase beside the ground truth.
+
+Each step runs the project's own CLIs as subprocesses, so a row is exactly what a user gets
+from those commands (they are printed, and stored in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# name -> (simulate flags, train flags); all train with gridsize 2, batch 16, Poisson loss
+CONFIGS: dict[str, tuple[list[str], list[str]]] = {
+    "reference-64": (["--patch-size", "64"], ["--n-filters-scale", "2"]),
+    "n32": (["--patch-size", "32"], ["--n-filters-scale", "1"]),
+    "n32-1e9": (["--patch-size", "32", "--n-photons", "1e9"], ["--n-filters-scale", "1"]),
+    "n32-zoom3": (["--patch-size", "32", "--object-zoom", "3"], ["--n-filters-scale", "1"]),
+    "n32-zoom3-1e9": (["--patch-size", "32", "--object-zoom", "3", "--n-photons", "1e9"],
+                      ["--n-filters-scale", "1"]),
+    "n32-gs1": (["--patch-size", "32"], ["--n-filters-scale", "1", "--gridsize", "1"]),
+}
+
+
+def _run(command: list[str], log: Path) -> float:
+    print("$", " ".join(command), flush=True)
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"exit {done.returncode}: {' '.join(command)} (log: {log})")
+    return time.perf_counter() - started
+
+
+def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: int) -> dict:
+    sim_flags, train_flags = CONFIGS[name]
+    python = sys.executable
+    folder = work / name
+    data, model, inference = folder / "data", folder / "model", folder / "inference"
+    folder.mkdir(parents=True, exist_ok=True)
+    commands = {
+        "simulate": [python, "-m", "ptycho_torch.simulate", "--output-dir", str(data),
+                     "--seed", str(seed), *sim_flags],
+        "train": [python, "-m", "ptycho_torch.train", "--train_data_file",
+                  str(data / "train.npz"), "--output_dir", str(model), "--gridsize", "2",
+                  "--batch_size", "16", "--max_epochs", "100000", "--max-time", str(minutes),
+                  "--seed", str(seed), "--accelerator", accelerator, "--logger", "none",
+                  "--quiet", *train_flags],
+        "inference": [python, "-m", "ptycho_torch.inference", "--model_path", str(model),
+                      "--test_data", str(data / "test.npz"), "--output_dir", str(inference),
+                      "--accelerator", accelerator, "--logger", "none", "--quiet"],
+    }
+    seconds = {step: _run(cmd, folder / f"{step}.log") for step, cmd in commands.items()}
+    summary = json.loads((model / "train_summary.json").read_text())
+    metrics = json.loads((inference / "metrics.json").read_text())
+    return {"name": name, "commands": {k: " ".join(v) for k, v in commands.items()},
+            "seconds": seconds, "train_seconds": summary["seconds"],
+            "epochs": summary["epochs"], "global_step": summary["global_step"],
+            "n_train_groups": summary["n_train_groups"], "metrics": metrics,
+            "reconstruction": str(inference / "reconstruction.npz"),
+            "test_data": str(data / "test.npz")}
+
+
+def to_markdown(result: dict) -> str:
+    lines = [f"# Reconstruction quality per configuration: {result['device']} "
+             f"({result['date']})", "",
+             f"Training budget {result['minutes']} min wall clock each (`--max-time`), "
+             "gridsize 2 unless named, batch 16, Poisson loss, lr 1e-3; metrics of "
+             "`python -m ptycho_torch.inference` on test.npz (the other half of the object).",
+             "", "| config | epochs | steps | train s | amp SSIM | phase SSIM | amp PSNR | "
+             "phase PSNR | amp FRC50 | phase RMS rad | amp r | phase r |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        m = row["metrics"]
+        lines.append(f"| {row['name']} | {row['epochs']} | {row['global_step']} | "
+                     f"{row['train_seconds']:.0f} | {m['amp_ssim']:.3f} | "
+                     f"{m['phase_ssim']:.3f} | {m['amp_psnr']:.2f} | {m['phase_psnr']:.2f} | "
+                     f"{m['amp_frc50']:.3f} | {m['phase_rms_rad']:.3f} | "
+                     f"{m['amp_pearson']:.3f} | {m['phase_pearson']:.3f} |")
+    lines += ["", "Commands of each row are in the JSON file beside this one.", ""]
+    return "\n".join(lines)
+
+
+def save_montage(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ptycho_torch.data import load_scan
+
+    fig, axes = plt.subplots(len(rows), 4, figsize=(16, 3.2 * len(rows)), squeeze=False)
+    for row, ax in zip(rows, axes, strict=True):
+        with np.load(row["reconstruction"]) as npz:
+            obj, weight = npz["object"], npz["weight"]
+        gt = load_scan(row["test_data"]).object_guess
+        covered = weight > 0
+        panels = [(np.abs(obj), "amplitude", "gray"), (np.angle(obj), "phase", "twilight"),
+                  (np.where(covered, np.abs(gt), 0), "true amplitude", "gray"),
+                  (np.where(covered, np.angle(gt), 0), "true phase", "twilight")]
+        for a, (image, label, cmap) in zip(ax, panels, strict=True):
+            a.imshow(image, cmap=cmap)
+            a.set_title(f"{row['name']}: {label}", fontsize=9)
+            a.axis("off")
+        m = row["metrics"]
+        ax[0].set_title(f"{row['name']}: amplitude (SSIM {m['amp_ssim']:.2f})", fontsize=9)
+        ax[1].set_title(f"{row['name']}: phase (SSIM {m['phase_ssim']:.2f})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.quality",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default="reference-64,n32,n32-1e9,n32-zoom3",
+                        help=f"comma list of configurations: {', '.join(CONFIGS)} "
+                             "(default: %(default)s)")
+    parser.add_argument("--minutes", type=float, default=8.0,
+                        help="training wall-clock budget per configuration (default: "
+                             "%(default)s)")
+    parser.add_argument("--work", default="outputs/quality",
+                        help="folder for scans, models and reconstructions (default: "
+                             "%(default)s)")
+    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu",
+                        help="where to train and reconstruct (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    parser.add_argument("--out", default=str(RESULTS),
+                        help="folder for the result files (default: bench/results)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown or not names:
+        parser.error(f"--configs: unknown {unknown}; choose from {', '.join(CONFIGS)}")
+    if not args.minutes > 0:
+        parser.error("--minutes must be > 0")
+    rows = [run_config(name, Path(args.work), args.minutes, args.accelerator, args.seed)
+            for name in names]
+    result = {"date": time.strftime("%Y-%m-%d"), "device": args.accelerator,
+              "minutes": args.minutes, "rows": rows}
+    markdown = to_markdown(result)
+    print(markdown)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{result['date']}-{args.accelerator}-quality"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    save_montage(rows, stem.with_suffix(".png"))
+    print(f"wrote {stem}.json, .md and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
