@@ -62,15 +62,38 @@ def _read_key(npz, path: Path, key: str) -> np.ndarray:
         return npz[key]
     except ValueError as exc:  # object arrays need allow_pickle: refused on purpose
         raise DataContractError(
-            path, key, "holds pickled Python objects; refused (arrays of numbers expected)"
+            path, key, "holds pickled Python objects; refused, never unpickled (arrays of "
+                       "numbers or text expected)"
         ) from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataContractError(path, key, f"unreadable array data ({exc})") from exc
+        raise DataContractError(path, key, "unreadable array data (damaged or truncated "
+                                f"file: {str(exc).splitlines()[0] if str(exc) else exc!r})"
+                                ) from exc
+
+
+REQUIRED_KEYS = {
+    "diffraction": "the measured amplitudes, (n, N, N)",
+    "probeGuess": "the probe, (N, N) complex",
+    "xcoords": "the x scan positions in pixels, (n,)",
+    "ycoords": "the y scan positions in pixels, (n,)",
+}
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members / an empty zip
+_NPY_MAGIC = b"\x93NUMPY"
+_PICKLE_MAGIC = b"\x80"  # pickle protocol >= 2
+
+
+def _first_index(mask: np.ndarray) -> str:
+    index = tuple(int(i) for i in np.argwhere(mask)[0])
+    return str(index[0]) if len(index) == 1 else str(index)
 
 
 def _check_finite(arr: np.ndarray, path: Path, key: str) -> None:
-    if not np.all(np.isfinite(arr)):
-        raise DataContractError(path, key, "contains NaN or Inf; finite values expected")
+    bad = ~np.isfinite(arr)
+    if np.any(bad):
+        raise DataContractError(
+            path, key, f"contains NaN or Inf ({int(bad.sum())} value(s), the first at index "
+                       f"{_first_index(bad)}); finite values expected")
 
 
 def _check_real_numeric(arr: np.ndarray, path: Path, key: str) -> None:
@@ -78,28 +101,61 @@ def _check_real_numeric(arr: np.ndarray, path: Path, key: str) -> None:
         raise DataContractError(path, key, f"dtype {arr.dtype}; real numbers expected")
 
 
+def _unreadable(path: Path) -> DataContractError:
+    """Why a file that np.load refuses is no NPZ archive, told from its first bytes."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as exc:  # e.g. no read permission
+        return DataContractError(path, None, f"cannot be read ({exc.strerror or exc})")
+    if not head:
+        return DataContractError(path, None, "is empty (0 bytes); an NPZ archive expected")
+    if head.startswith(_ZIP_MAGIC):
+        return DataContractError(path, None, "is a damaged or truncated NPZ archive (the zip "
+                                 "cannot be read); an intact NPZ archive expected")
+    if head.startswith(_PICKLE_MAGIC):
+        return DataContractError(path, None, "is a Python pickle, not an NPZ archive; refused "
+                                 "(never unpickled)")
+    if head.startswith(_NPY_MAGIC):
+        return DataContractError(path, None, "is an unreadable .npy array, not an NPZ archive")
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        first_line = head.decode().strip().splitlines()[0][:24] if head.strip() else ""
+        return DataContractError(path, None, f"is a text file (starts {first_line!r}), not an "
+                                 "NPZ archive; numpy.savez output expected")
+    return DataContractError(path, None, "is not an NPZ archive (no zip signature); "
+                             "numpy.savez output expected")
+
+
+def _missing(path: Path, key: str, found: set[str]) -> DataContractError:
+    listed = ", ".join(sorted(found)[:12]) + (", ..." if len(found) > 12 else "")
+    where = "key 'diffraction' (or legacy 'diff3d')" if key == "diffraction" else f"key '{key}'"
+    return DataContractError(path, None, f"{where} is missing (expected: {REQUIRED_KEYS[key]}); "
+                             f"the file holds: {listed or 'no arrays'}")
+
+
 def load_scan(path: str | Path) -> ScanData:
     """Load and validate one NPZ scan file; raises DataContractError with a one-line reason."""
     path = Path(path)
     if not path.exists():
-        raise DataContractError(path, None, "file does not exist")
+        raise DataContractError(path, None, "does not exist (an NPZ file expected)")
+    if path.is_dir():
+        raise DataContractError(path, None, "is a directory, not a file; an NPZ file expected")
     if not path.is_file():
         raise DataContractError(path, None, "is not a file (an NPZ file expected)")
     try:
         npz = np.load(path, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        # numpy reads a non-zip file as a pickle, which allow_pickle=False refuses
-        raise DataContractError(path, None, "not a readable NPZ archive (a zip of .npy arrays "
-                                "expected)") from exc
+        # numpy reads a non-zip, non-.npy file as a pickle, which allow_pickle=False refuses
+        raise _unreadable(path) from exc
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise DataContractError(path, None, "holds a single array, not an NPZ archive")
+        raise DataContractError(path, None, f"holds a single array {npz.shape} (numpy.save "
+                                "output), not an NPZ archive of named arrays (numpy.savez)")
     with npz:
         keys = set(npz.files)
         diff_key = "diffraction" if "diffraction" in keys else "diff3d"
-        for key in (diff_key, "probeGuess", "xcoords", "ycoords"):
-            if key not in keys:
-                expected = "'diffraction' (or 'diff3d')" if key == "diff3d" else f"'{key}'"
-                raise DataContractError(path, key, f"missing; the file must hold {expected}")
+        for key in REQUIRED_KEYS:
+            if (diff_key if key == "diffraction" else key) not in keys:
+                raise _missing(path, key, keys)
         arrays = {key: _read_key(npz, path, key) for key in keys}
     return _validate(path, arrays, diff_key)
 
@@ -116,7 +172,8 @@ def _validate(path: Path, arrays: dict[str, np.ndarray], diff_key: str) -> ScanD
     if n == 0:
         raise DataContractError(path, "xcoords", "is empty; at least one scan position expected")
     if y.shape[0] != n:
-        raise DataContractError(path, "ycoords", f"length {y.shape[0]} != xcoords length {n}")
+        raise DataContractError(path, "ycoords", f"length {y.shape[0]} != xcoords length {n}; "
+                                "one (x, y) pair per scan position expected")
 
     probe = np.asarray(arrays["probeGuess"])
     if probe.dtype.kind not in "uifc":
@@ -130,27 +187,36 @@ def _validate(path: Path, arrays: dict[str, np.ndarray], diff_key: str) -> ScanD
 
     diff = np.asarray(arrays[diff_key])
     if np.iscomplexobj(diff):
-        raise DataContractError(path, diff_key, "is complex; measured amplitudes (real) expected")
+        raise DataContractError(path, diff_key, f"is complex ({diff.dtype}); measured "
+                                "amplitudes, real and >= 0 (sqrt of counts), expected")
     _check_real_numeric(diff, path, diff_key)
     if diff.ndim != 3:
-        raise DataContractError(path, diff_key, f"shape {diff.shape}; (n, N, N) expected")
+        raise DataContractError(path, diff_key, f"shape {diff.shape}; a stack of 2-D patterns "
+                                "(n, N, N) expected")
     if diff.shape[1:] != (big_n, big_n) and diff.shape[:2] == (big_n, big_n):
         logger.warning("%s: '%s' has legacy layout (N, N, n) %s; transposing to (n, N, N)",
                        path, diff_key, diff.shape)
         diff = np.transpose(diff, (2, 0, 1))
     if diff.shape[1:] != (big_n, big_n):
         raise DataContractError(
-            path, diff_key, f"patterns {diff.shape[1:]} do not match probe N = {big_n}"
-        )
+            path, diff_key, f"patterns {diff.shape[1:]} do not match probeGuess "
+                            f"{probe.shape}; patterns and probe of the same N x N expected")
     if diff.shape[0] != n:
         raise DataContractError(
-            path, diff_key, f"{diff.shape[0]} patterns but {n} scan positions (xcoords)"
+            path, diff_key, f"{diff.shape[0]} patterns but {n} scan positions (xcoords); one "
+                            "pattern per position expected"
         )
     # Integer counts (uint16) become float before anything squares them: no overflow.
     diff = diff.astype(np.float32)
     _check_finite(diff, path, diff_key)
-    if np.any(diff < 0):
-        raise DataContractError(path, diff_key, "has negative values; amplitudes >= 0 expected")
+    negative = diff < 0
+    if np.any(negative):
+        raise DataContractError(
+            path, diff_key, f"has {int(negative.sum())} negative value(s) (min {diff.min():g}, "
+                            f"the first at index {_first_index(negative)}); amplitudes "
+                            "(sqrt of counts) >= 0 expected")
+    if not np.any(diff):
+        raise DataContractError(path, diff_key, "is all zero; measured amplitudes expected")
 
     def optional_coords(key: str, default: np.ndarray) -> np.ndarray:
         if key not in arrays:
@@ -242,12 +308,14 @@ def build_groups(x: np.ndarray, y: np.ndarray, gridsize: int, n_neighbors: int,
     c = gridsize**2
     if n < c:
         raise DataContractError(
-            path, "xcoords", f"{n} scan points; gridsize {gridsize} needs at least {c}"
+            path, "xcoords", f"{n} scan points; gridsize {gridsize} needs at least {c} "
+                             f"({gridsize}x{gridsize} neighbours per group)"
         )
     if n_groups is not None and n_groups > n:  # one group per seed point
         raise DataContractError(
             path, "xcoords",
-            f"--n_images {n_groups} exceeds the {n} groups this scan provides",
+            f"--n_images {n_groups} exceeds the {n} groups this scan provides (one per scan "
+            f"point); at most {n} expected",
         )
     rng = np.random.default_rng(seed)
     if n_groups is None:
