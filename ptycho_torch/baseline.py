@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ptycho_torch.cli.shared import UsageError, add_tracking_args, positive_int, resolve_device
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ptycho_torch.baseline")  # not "__main__" under python -m
 
 PYTEST_SELECTOR = ("tests/torch/test_cli_train_torch.py::TestPatchStatsCLI::"
                    "test_patch_stats_dump")

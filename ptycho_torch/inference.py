@@ -26,7 +26,7 @@ from ptycho_torch.cli.shared import (
     resolve_device,
     run_cli,
 )
-from ptycho_torch.config import DataConfig, RunConfig, flatten
+from ptycho_torch.config import RunConfig, flatten
 from ptycho_torch.config_factory import build_inference_config
 from ptycho_torch.data import GroupedScan, ScanData, build_grouped_scan, load_scan
 from ptycho_torch.io import atomic_savefig, atomic_savez, atomic_write_json, record_provenance
@@ -35,25 +35,52 @@ from ptycho_torch.model import PtychoPINN
 from ptycho_torch.reassembly import Stitcher, canvas_frame, covered_box, default_crop
 from tracking.loggers import SIDECAR_FILE, TrackedRun, command_line
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ptycho_torch.inference")  # not "__main__" under python -m
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[PtychoPINN, RunConfig]:
-    """Trained PtychoPINN (eval mode, on device) and its RunConfig from a training folder."""
+    """Trained PtychoPINN (eval mode, on device) and its RunConfig from a training folder.
+    A missing, damaged or foreign folder is a UsageError naming the file."""
     model_dir = Path(model_dir)
+    if not model_dir.exists():
+        raise UsageError(f"--model_path {model_dir} does not exist (a training output folder "
+                         "expected)")
+    if not model_dir.is_dir():
+        raise UsageError(f"--model_path {model_dir} is a file; pass the training output "
+                         "folder that holds it")
     for name in (MODEL_FILE, CONFIG_FILE):
         if not (model_dir / name).is_file():
-            raise UsageError(f"{model_dir}: no {name}; --model_path must be a training "
-                             "output folder")
-    config = RunConfig.load(model_dir / CONFIG_FILE)
-    state = torch.load(model_dir / MODEL_FILE, map_location="cpu", weights_only=True)
-    n = config.model.patch_size_px
-    model = PtychoPINN(config.model, torch.ones(n, n, dtype=torch.complex64))
-    model.load_state_dict(state)
+            raise UsageError(f"{model_dir}: holds no {name}; --model_path must be a training "
+                             "output folder (model.pt and config.json)")
+    try:
+        config = RunConfig.load(model_dir / CONFIG_FILE)
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise UsageError(f"{model_dir / CONFIG_FILE}: not a readable training config "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    try:
+        state = torch.load(model_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+        n = config.model.patch_size_px
+        model = PtychoPINN(config.model, torch.ones(n, n, dtype=torch.complex64))
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - damaged zip, refused pickle, wrong tensors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UsageError(f"{model_dir / MODEL_FILE}: not readable weights for its config.json "
+                         f"({type(exc).__name__}: {first[:200]})") from exc
     return model.to(device).eval(), config
+
+
+def check_scan_for_model(scan: ScanData, config: RunConfig,
+                         n_images: int | None = None) -> GroupedScan:
+    """The scan's groups for this model; a scan the model cannot take is a UsageError or
+    DataContractError (before anything is written)."""
+    n = config.model.patch_size_px
+    if scan.patch_size != n:
+        raise UsageError(f"{scan.path}: patterns are {scan.patch_size} px but the model was "
+                         f"trained on {n} px")
+    return build_grouped_scan(scan, dataclasses.replace(config.data, n_groups=n_images))
 
 
 @torch.inference_mode()
@@ -131,11 +158,7 @@ def run_inference(model_dir: str | Path, scan: ScanData, output_dir: str | Path,
     if model is None:
         model, config = load_model(model_dir, device)
     n = config.model.patch_size_px
-    if scan.patch_size != n:
-        raise UsageError(f"{scan.path}: patterns are {scan.patch_size} px but the model was "
-                         f"trained on {n} px")
-    data_cfg: DataConfig = dataclasses.replace(config.data, n_groups=n_images)
-    grouped = build_grouped_scan(scan, data_cfg)
+    grouped = check_scan_for_model(scan, config, n_images)
     crop = crop or default_crop(n)
     object_shape = scan.object_guess.shape if scan.object_guess is not None else None
     positions = grouped.positions.reshape(-1, 2).numpy()
@@ -212,6 +235,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         device = resolve_device(execution.accelerator)
         model, config = load_model(args.model_path, device)
         scan = load_scan(args.test_data)
+        check_scan_for_model(scan, config, args.n_images)  # before any run or folder exists
         out = Path(args.output_dir)
         for flag, folder in (("--output_dir", out), ("--debug-dump", args.debug_dump)):
             if folder is not None and Path(folder).exists() and not Path(folder).is_dir():

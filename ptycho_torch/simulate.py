@@ -21,7 +21,7 @@ import torch
 from ptycho_torch import physics
 from ptycho_torch.io import atomic_savez
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ptycho_torch.simulate")  # not "__main__" under python -m
 
 # name -> (amplitude image, phase image) from skimage.data (no downloads: bundled files)
 OBJECTS = {

@@ -38,7 +38,7 @@ from ptycho_torch.io import atomic_path, atomic_write_json, atomic_write_text, r
 from ptycho_torch.model import PtychoLightning
 from tracking.loggers import SIDECAR_FILE, TrackedRun, command_line
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ptycho_torch.train")  # not "__main__" under python -m
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
@@ -210,6 +210,10 @@ def cli_main(argv: list[str] | None = None) -> int:
         # grouping errors (too few points, too many groups) surface before anything is written
         datamodule = PtychoDataModule(scan, config.data, config.training.batch_size,
                                       config.training.val_fraction, execution.num_workers)
+        if test_scan is not None:  # a test scan this model cannot take fails now, not after
+            from ptycho_torch.inference import check_scan_for_model
+
+            check_scan_for_model(test_scan, config)
         ckpt_path = resume_checkpoint(out, config) if args.resume else None
         if process_rank() != 0:
             # a DDP worker started by Lightning: it trains its shard; rank 0 alone tracks,

@@ -20,7 +20,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("tracking.compare")  # not "__main__" under python -m
 
 RECORD_KEYS = ("mean_input_scale", "physics_scale", "object_gain", "global_mean", "global_std",
                "var_zero_mean")

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 from ptycho_torch.config import Accelerator, ExecutionConfig
@@ -157,6 +158,9 @@ def configure_logging(quiet: bool) -> None:
         handler.is_ptycho_handler = True
         root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # Lightning 2.6 on torch 2.14 warns about its own use of a torch pytree class on every
+    # fit; the user can do nothing about it
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
     level = logging.WARNING if quiet else logging.INFO
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(level)
