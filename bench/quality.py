@@ -35,6 +35,9 @@ CONFIGS: dict[str, tuple[list[str], list[str]]] = {
     "n32-b4": (["--patch-size", "32"], ["--n-filters-scale", "1", "--batch_size", "4"]),
     "n32-zoom3-b4": (["--patch-size", "32", "--object-zoom", "3"],
                      ["--n-filters-scale", "1", "--batch_size", "4"]),
+    "n32-mae": (["--patch-size", "32"], ["--n-filters-scale", "1", "--torch-loss-mode", "mae"]),
+    "n32-zoom3-mae": (["--patch-size", "32", "--object-zoom", "3"],
+                      ["--n-filters-scale", "1", "--torch-loss-mode", "mae"]),
     "n32-zoom5-b4": (["--patch-size", "32", "--object-zoom", "5"],
                      ["--n-filters-scale", "1", "--batch_size", "4"]),
 }
@@ -83,8 +86,8 @@ def to_markdown(result: dict) -> str:
     lines = [f"# Reconstruction quality per configuration: {result['device']} "
              f"({result['date']})", "",
              f"Training budget {result['minutes']} min wall clock each (`--max-time`), "
-             "gridsize 2 and batch 16 unless named (b4: batch 4; gs1: gridsize 1), "
-             "Poisson loss, lr 1e-3; metrics of "
+             "gridsize 2, batch 16 and Poisson loss unless named (b4: batch 4; gs1: gridsize "
+             "1; mae: MAE on amplitudes), lr 1e-3; metrics of "
              "`python -m ptycho_torch.inference` on test.npz (the other half of the object).",
              "", "| config | epochs | steps | train s | amp SSIM | phase SSIM | amp PSNR | "
              "phase PSNR | amp FRC50 | phase RMS rad | amp r | phase r |",
