@@ -53,7 +53,8 @@ def _run(command: list[str], log: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: int) -> dict:
+def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: int,
+               reuse: bool = False) -> dict:
     sim_flags, train_flags = CONFIGS[name]
     python = sys.executable
     folder = work / name
@@ -71,7 +72,13 @@ def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: in
                       "--test_data", str(data / "test.npz"), "--output_dir", str(inference),
                       "--accelerator", accelerator, "--logger", "none", "--quiet"],
     }
-    seconds = {step: _run(cmd, folder / f"{step}.log") for step, cmd in commands.items()}
+    done = (model / "train_summary.json").is_file() and (inference / "metrics.json").is_file()
+    if reuse and done and json.loads((model / "config.json").read_text())["training"][
+            "max_time_minutes"] == minutes:
+        print(f"reusing {folder} (same budget, finished)", flush=True)
+        seconds = {}
+    else:
+        seconds = {step: _run(cmd, folder / f"{step}.log") for step, cmd in commands.items()}
     summary = json.loads((model / "train_summary.json").read_text())
     metrics = json.loads((inference / "metrics.json").read_text())
     return {"name": name, "commands": {k: " ".join(v) for k, v in commands.items()},
@@ -147,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu",
                         help="where to train and reconstruct (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep configurations already finished in --work with the same "
+                             "budget instead of running them again")
     parser.add_argument("--out", default=str(RESULTS),
                         help="folder for the result files (default: bench/results)")
     args = parser.parse_args(argv)
@@ -156,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--configs: unknown {unknown}; choose from {', '.join(CONFIGS)}")
     if not args.minutes > 0:
         parser.error("--minutes must be > 0")
-    rows = [run_config(name, Path(args.work), args.minutes, args.accelerator, args.seed)
-            for name in names]
+    rows = [run_config(name, Path(args.work), args.minutes, args.accelerator, args.seed,
+                       args.reuse) for name in names]
     result = {"date": time.strftime("%Y-%m-%d"), "device": args.accelerator,
               "minutes": args.minutes, "rows": rows}
     markdown = to_markdown(result)
