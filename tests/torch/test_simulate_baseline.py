@@ -83,5 +83,5 @@ def test_baseline_failing_step_names_step_and_log(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "step 'train' failed" in err and "train_patch_stats.log" in err
-    assert "not a readable NPZ" in (hub / "cli" / "train_patch_stats.log").read_text()
+    assert "not an NPZ archive" in (hub / "cli" / "train_patch_stats.log").read_text()
     assert "FAILED" in (hub / "summary.md").read_text()

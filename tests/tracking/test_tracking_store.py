@@ -156,8 +156,11 @@ def test_interrupted_run_ends_killed(tmp_path, signum):
     data, out, uri = tmp_path / "train.npz", tmp_path / "out", sqlite_uri(tmp_path)
     write_random_stub(data, n=10, big_n=16)
     log = (tmp_path / "train.log").open("wb")
+    # a shell's background job starts with SIGINT ignored, and Python keeps an inherited
+    # SIG_IGN: give the child the default, as a terminal would
     proc = subprocess.Popen(train_command(data, out, uri, epochs=200), cwd=tmp_path,
-                            env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
+                            env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         run_id, deadline = None, time.monotonic() + 60
         while time.monotonic() < deadline:
