@@ -51,13 +51,25 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+class _Contiguous(torch.nn.Module):
+    """The network in the plain NCHW layout (the model hands it channels-last input)."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x):
+        return self.network(x.contiguous())
+
+
 def bench_train_steps(device: str, batch_sizes: list[int], dtypes: list[str],
                       n_steps: int) -> list[dict]:
     """Median optimizer-step latency of PtychoPINN (gridsize 2, N 64) on synthetic batches.
 
-    A variant is a dtype (fp32, or bf16 autocast), optionally with "+cl" (network and input
-    in channels-last memory format) and/or "+compile" (torch.compile of the network; the
-    physics stays eager: complex FFTs). Compilation happens in the excluded warm-up steps."""
+    A variant is a dtype (fp32, or bf16 autocast), optionally with "+nchw" (network in the
+    plain contiguous layout instead of the model's channels-last, for comparison) and/or
+    "+compile" (torch.compile of the network; the physics stays eager: complex FFTs).
+    Compilation happens in the excluded warm-up steps."""
     from ptycho_torch.config import ModelConfig
     from ptycho_torch.model import PtychoPINN
     from ptycho_torch.simulate import make_probe
@@ -70,9 +82,8 @@ def bench_train_steps(device: str, batch_sizes: list[int], dtypes: list[str],
             model = PtychoPINN(ModelConfig(patch_size_px=64, n_channels=4, nphotons=1e9),
                                torch.from_numpy(make_probe(64))).to(device)
             x = torch.rand(batch, 4, 64, 64, device=device)
-            if "cl" in options:
-                model.network.to(memory_format=torch.channels_last)
-                x = x.contiguous(memory_format=torch.channels_last)
+            if "nchw" in options:
+                model.network = _Contiguous(model.network.to(memory_format=torch.contiguous_format))
             if "compile" in options:
                 model.network = torch.compile(model.network)
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -264,9 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                              "--quick, else 1024,4096,16384)")
     parser.add_argument("--train-variants", default="fp32,bf16",
                         help="comma list of training-step variants: fp32 or bf16, each "
-                             "optionally +cl (channels-last) and/or +compile (torch.compile "
-                             "of the network), e.g. fp32,bf16,fp32+cl,bf16+cl+compile "
-                             "(default: %(default)s)")
+                             "optionally +nchw (network in the contiguous layout instead of "
+                             "channels-last) and/or +compile (torch.compile of the network), "
+                             "e.g. fp32,fp32+nchw,bf16,bf16+compile (default: %(default)s)")
     parser.add_argument("--inference-batch-size", type=int, default=512,
                         help="patterns per inference batch (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -285,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.train_variants.split(",") if v.strip()]
     for variant in variants:
         dtype, *options = variant.split("+")
-        if dtype not in ("fp32", "bf16") or set(options) - {"cl", "compile"}:
+        if dtype not in ("fp32", "bf16") or set(options) - {"nchw", "compile"}:
             parser.error(f"--train-variants: cannot read {variant!r}")
     sizes = ([int(v) for v in args.inference_sizes.split(",")] if args.inference_sizes else
              [1024, 4096] if quick else [1024, 4096, 16384])
