@@ -33,7 +33,7 @@ from ptycho_torch.cli.shared import (
 from ptycho_torch.config import LossMode, RunConfig, flatten
 from ptycho_torch.config_factory import build_run_config
 from ptycho_torch.data import PtychoDataModule, ScanData, load_scan
-from ptycho_torch.inference import CONFIG_FILE, MODEL_FILE
+from ptycho_torch.inference import CONFIG_FILE, MODEL_FILE, check_scan_for_model
 from ptycho_torch.io import atomic_path, atomic_write_json, atomic_write_text, record_provenance
 from ptycho_torch.model import PtychoLightning
 from tracking.loggers import SIDECAR_FILE, TrackedRun, command_line
@@ -211,8 +211,6 @@ def cli_main(argv: list[str] | None = None) -> int:
         datamodule = PtychoDataModule(scan, config.data, config.training.batch_size,
                                       config.training.val_fraction, execution.num_workers)
         if test_scan is not None:  # a test scan this model cannot take fails now, not after
-            from ptycho_torch.inference import check_scan_for_model
-
             check_scan_for_model(test_scan, config)
         ckpt_path = resume_checkpoint(out, config) if args.resume else None
         if process_rank() != 0:
