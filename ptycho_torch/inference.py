@@ -151,14 +151,17 @@ def run_inference(model_dir: str | Path, scan: ScanData, output_dir: str | Path,
                   n_images: int | None = None, device: str = "cpu",
                   batch_size: int = 256, crop: int | None = None, progress: bool = True,
                   model: PtychoPINN | None = None, config: RunConfig | None = None,
-                  recorder=None, debug_dir: str | Path | None = None) -> dict:
+                  recorder=None, debug_dir: str | Path | None = None,
+                  grouped: GroupedScan | None = None) -> dict:
     """Reconstruct ``scan`` and write reconstruction.npz, PNGs and metrics.json; with
-    ``debug_dir`` also the forward-parity debug dump, with ``recorder`` patch stats."""
+    ``debug_dir`` also the forward-parity debug dump, with ``recorder`` patch stats.
+    ``grouped``: the scan's groups from :func:`check_scan_for_model`, if already built."""
     output_dir = Path(output_dir)
     if model is None:
         model, config = load_model(model_dir, device)
     n = config.model.patch_size_px
-    grouped = check_scan_for_model(scan, config, n_images)
+    if grouped is None:
+        grouped = check_scan_for_model(scan, config, n_images)
     crop = crop or default_crop(n)
     object_shape = scan.object_guess.shape if scan.object_guess is not None else None
     positions = grouped.positions.reshape(-1, 2).numpy()
@@ -235,7 +238,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         device = resolve_device(execution.accelerator)
         model, config = load_model(args.model_path, device)
         scan = load_scan(args.test_data)
-        check_scan_for_model(scan, config, args.n_images)  # before any run or folder exists
+        grouped = check_scan_for_model(scan, config, args.n_images)  # before anything exists
         out = Path(args.output_dir)
         for flag, folder in (("--output_dir", out), ("--debug-dump", args.debug_dump)):
             if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
@@ -244,7 +247,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         with TrackedRun(execution.loggers, "inference", out, command, execution.tracking_uri,
                         execution.experiment_name, execution.run_name, device,
                         execution.seed, tags=_training_link(args.model_path)) as run:
-            inference_outputs(run, args, execution, model, config, scan, out, device, command)
+            inference_outputs(run, args, execution, model, config, scan, out, device, command,
+                              grouped)
         return 0
 
     return run_cli(main, prog)
@@ -260,7 +264,8 @@ def _training_link(model_dir: str | Path) -> dict[str, str]:
 
 
 def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, model, config,
-                      scan: ScanData, out: Path, device: str, command: list[str]) -> dict:
+                      scan: ScanData, out: Path, device: str, command: list[str],
+                      grouped: GroupedScan | None = None) -> dict:
     """Reconstruct inside a tracked run; log params, dataset, metrics and artifacts."""
     recorder = None
     if execution.log_patch_stats:
@@ -280,7 +285,7 @@ def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, mode
                            inference_config.inference_batch_size,
                            inference_config.stitch_crop_px,
                            progress=not execution.quiet, model=model, config=config,
-                           recorder=recorder, debug_dir=args.debug_dump)
+                           recorder=recorder, debug_dir=args.debug_dump, grouped=grouped)
     run.log_metrics({"inference/seconds": result["seconds"],
                      "inference/patterns_per_s": result["n_patterns"] / max(result["seconds"],
                                                                             1e-9)})
