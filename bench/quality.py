@@ -38,6 +38,7 @@ CONFIGS: dict[str, tuple[list[str], list[str]]] = {
     "n32-mae": (["--patch-size", "32"], ["--n-filters-scale", "1", "--torch-loss-mode", "mae"]),
     "n32-zoom3-mae": (["--patch-size", "32", "--object-zoom", "3"],
                       ["--n-filters-scale", "1", "--torch-loss-mode", "mae"]),
+    "n32-fine": (["--patch-size", "32"], ["--n-filters-scale", "1", "--decoder", "fine"]),
     "n32-zoom5-b4": (["--patch-size", "32", "--object-zoom", "5"],
                      ["--n-filters-scale", "1", "--batch_size", "4"]),
 }

@@ -62,8 +62,11 @@ class ModelConfig:
     loss_mode: LossMode = LossMode.POISSON
     nphotons: float = 1e9
     object_gain_trainable: bool = True
+    decoder: str = "reference"
 
     def __post_init__(self):
+        if self.decoder not in ("reference", "fine"):
+            raise ValueError(f"decoder must be 'reference' or 'fine', got {self.decoder!r}")
         if self.patch_size_px % 8:
             raise ValueError(f"patch size N must be a multiple of 8, got {self.patch_size_px}")
         if self.probe_scale <= 0:

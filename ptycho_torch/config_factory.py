@@ -25,7 +25,8 @@ def build_run_config(args: argparse.Namespace, scan: ScanData,
     model = ModelConfig(patch_size_px=n, n_channels=data.n_channels,
                         n_filters_scale=args.n_filters_scale, probe_scale=args.probe_scale,
                         loss_mode=args.torch_loss_mode, nphotons=nphotons,
-                        object_gain_trainable=args.object_gain_trainable)
+                        object_gain_trainable=args.object_gain_trainable,
+                        decoder=args.decoder)
     training = TrainingConfig(max_epochs=args.max_epochs,
                               max_time_minutes=getattr(args, "max_time", None),
                               batch_size=args.batch_size,

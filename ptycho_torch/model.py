@@ -34,7 +34,7 @@ class PtychoPINN(nn.Module):
         self.config = config
         n, c = config.patch_size_px, config.n_channels
         self.network = PtychoNet(n, c_in=c, c_out=c, n_filters_scale=config.n_filters_scale,
-                                 probe_big=config.probe_big)
+                                 probe_big=config.probe_big, decoder=config.decoder)
         # channels-last convolutions: 1.1-1.25x faster training steps on CPU in
         # bench/results/2026-11-29-cpu-quick-train.md (and the layout tensor cores want)
         self.network.to(memory_format=torch.channels_last)
@@ -127,9 +127,14 @@ class PtychoLightning(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.training_config
         optimizer = torch.optim.Adam(self.parameters(), lr=cfg.learning_rate)
+        # An improvement counts when the loss falls by more than 1e-4 in absolute terms
+        # (Keras' min_delta, as the reference). torch's default is relative, and the Poisson
+        # loss carries a large data-dependent offset (-sum k log k, about -1e4 per element
+        # at 1e6 photons), which turned 1e-4 relative into ~1 absolute: real progress
+        # counted as a plateau and the learning rate fell early.
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=cfg.lr_factor, patience=cfg.lr_patience_epochs,
-            min_lr=cfg.min_learning_rate)
+            threshold=1e-4, threshold_mode="abs", min_lr=cfg.min_learning_rate)
         monitor = "val_loss" if self.has_validation else "train_loss_epoch"
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}

@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of groups held out for validation (default: %(default)s)")
     model.add_argument("--n-filters-scale", type=positive_int, default=2,
                        help="network width multiplier; 2 is the reference (default: %(default)s)")
+    model.add_argument("--decoder", choices=("reference", "fine"), default="reference",
+                       help="decoder preset: 'reference' (the reference's: a linear 3x3 head "
+                            "is the only layer at the output resolution) or 'fine' (one more "
+                            "conv-conv block at that resolution, for pixel-scale detail) "
+                            "(default: %(default)s)")
     model.add_argument("--probe-scale", type=positive_float, default=4.0,
                        help="reference probe normalization divisor (default: %(default)s)")
     model.add_argument("--object-gain-trainable", action=argparse.BooleanOptionalAction,
@@ -240,7 +245,12 @@ def resume_checkpoint(out: Path, config: RunConfig) -> Path:
         raise UsageError(f"--resume: nothing to continue in {out} ({ckpt} not found)")
     saved_path = out / CONFIG_FILE
     if saved_path.is_file():
-        saved = json.loads(saved_path.read_text())
+        # through RunConfig, so a field added since that run compares at its default
+        try:
+            saved = RunConfig.load(saved_path).to_dict()
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise UsageError(f"--resume: {saved_path} is unreadable "
+                             f"({type(exc).__name__}: {exc})") from exc
         now = config.to_dict()
         for key in ("max_epochs", "max_time_minutes"):
             saved["training"].pop(key, None)
