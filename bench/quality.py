@@ -22,9 +22,12 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# name -> (simulate flags, train flags); all train with gridsize 2, batch 16, Poisson loss
-# unless their flags say otherwise (later flags win)
-CONFIGS: dict[str, tuple[list[str], list[str]]] = {
+# name -> (simulate flags, train flags[, split trained on]); all train with gridsize 2,
+# batch 16, Poisson loss unless their flags say otherwise (later flags win), on train.npz
+# unless a third entry says "test": self-supervised on the very scan that is then
+# reconstructed (its diffraction only; objectGuess never enters training)
+GS3 = ["--gridsize", "3", "--neighbors", "9"]
+CONFIGS: dict[str, tuple] = {
     "reference-64": (["--patch-size", "64"], ["--n-filters-scale", "2"]),
     "n32": (["--patch-size", "32"], ["--n-filters-scale", "1"]),
     "n32-1e9": (["--patch-size", "32", "--n-photons", "1e9"], ["--n-filters-scale", "1"]),
@@ -39,6 +42,13 @@ CONFIGS: dict[str, tuple[list[str], list[str]]] = {
     "n32-zoom3-mae": (["--patch-size", "32", "--object-zoom", "3"],
                       ["--n-filters-scale", "1", "--torch-loss-mode", "mae"]),
     "n32-fine": (["--patch-size", "32"], ["--n-filters-scale", "1", "--decoder", "fine"]),
+    "n32-self": (["--patch-size", "32"], ["--n-filters-scale", "1"], "test"),
+    "n32-fine-self": (["--patch-size", "32"], ["--n-filters-scale", "1", "--decoder", "fine"],
+                      "test"),
+    "n32-zoom3-self": (["--patch-size", "32", "--object-zoom", "3"],
+                       ["--n-filters-scale", "1"], "test"),
+    "n32-gs3": (["--patch-size", "32"], ["--n-filters-scale", "1", *GS3]),
+    "n32-gs3-self": (["--patch-size", "32"], ["--n-filters-scale", "1", *GS3], "test"),
     "n32-zoom5-b4": (["--patch-size", "32", "--object-zoom", "5"],
                      ["--n-filters-scale", "1", "--batch_size", "4"]),
 }
@@ -56,7 +66,8 @@ def _run(command: list[str], log: Path) -> float:
 
 def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: int,
                reuse: bool = False) -> dict:
-    sim_flags, train_flags = CONFIGS[name]
+    sim_flags, train_flags, *rest = CONFIGS[name]
+    train_split = rest[0] if rest else "train"
     python = sys.executable
     folder = work / name
     data, model, inference = folder / "data", folder / "model", folder / "inference"
@@ -65,15 +76,29 @@ def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: in
         "simulate": [python, "-m", "ptycho_torch.simulate", "--output-dir", str(data),
                      "--seed", str(seed), *sim_flags],
         "train": [python, "-m", "ptycho_torch.train", "--train_data_file",
-                  str(data / "train.npz"), "--output_dir", str(model), "--gridsize", "2",
+                  str(data / f"{train_split}.npz"), "--output_dir", str(model), "--gridsize", "2",
                   "--batch_size", "16", "--max_epochs", "100000", "--max-time", str(minutes),
                   "--seed", str(seed), "--accelerator", accelerator, "--logger", "none",
                   "--quiet", *train_flags],
         "inference": [python, "-m", "ptycho_torch.inference", "--model_path", str(model),
                       "--test_data", str(data / "test.npz"), "--output_dir", str(inference),
                       "--accelerator", accelerator, "--logger", "none", "--quiet"],
+        # the same model and scan, overlaps averaged with the probe intensity as weight
+        "inference-probe": [python, "-m", "ptycho_torch.inference", "--model_path",
+                            str(model), "--test_data", str(data / "test.npz"),
+                            "--output_dir", str(folder / "inference-probe"),
+                            "--stitch-weight", "probe", "--accelerator", accelerator,
+                            "--logger", "none", "--quiet"],
+        # the split it trained on, scored too: the gap to test.npz is generalization
+        "inference-train": [python, "-m", "ptycho_torch.inference", "--model_path",
+                            str(model), "--test_data", str(data / "train.npz"),
+                            "--output_dir", str(folder / "inference-train"),
+                            "--accelerator", accelerator, "--logger", "none", "--quiet"],
     }
-    done = (model / "train_summary.json").is_file() and (inference / "metrics.json").is_file()
+    done = all((path / name).is_file() for path, name in [
+        (model, "train_summary.json"), (inference, "metrics.json"),
+        (folder / "inference-train", "metrics.json"),
+        (folder / "inference-probe", "metrics.json")])
     if reuse and done and json.loads((model / "config.json").read_text())["training"][
             "max_time_minutes"] == minutes:
         print(f"reusing {folder} (same budget, finished)", flush=True)
@@ -82,7 +107,11 @@ def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: in
         seconds = {step: _run(cmd, folder / f"{step}.log") for step, cmd in commands.items()}
     summary = json.loads((model / "train_summary.json").read_text())
     metrics = json.loads((inference / "metrics.json").read_text())
-    return {"name": name, "commands": {k: " ".join(v) for k, v in commands.items()},
+    train_metrics = json.loads((folder / "inference-train" / "metrics.json").read_text())
+    probe_metrics = json.loads((folder / "inference-probe" / "metrics.json").read_text())
+    return {"name": name, "trained_on": f"{train_split}.npz", "train_metrics": train_metrics,
+            "probe_stitch_metrics": probe_metrics,
+            "commands": {k: " ".join(v) for k, v in commands.items()},
             "seconds": seconds, "train_seconds": summary["seconds"],
             "epochs": summary["epochs"], "global_step": summary["global_step"],
             "n_train_groups": summary["n_train_groups"], "metrics": metrics,
@@ -97,16 +126,27 @@ def to_markdown(result: dict) -> str:
              "gridsize 2, batch 16 and Poisson loss unless named (b4: batch 4; gs1: gridsize "
              "1; mae: MAE on amplitudes), lr 1e-3; metrics of "
              "`python -m ptycho_torch.inference` on test.npz (the other half of the object).",
-             "", "| config | epochs | steps | train s | amp SSIM | phase SSIM | amp PSNR | "
-             "phase PSNR | amp FRC50 | phase RMS rad | amp r | phase r |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Rows marked *self* trained on test.npz's diffraction (self-supervised on the "
+             "scan reconstructed; its ground truth never enters training). The last column "
+             "scores train.npz with the same model: its gap to the amp SSIM column is "
+             "generalization to the unseen half. The column before it stitches test.npz "
+             "with `--stitch-weight probe` (overlaps weighted by the probe intensity) "
+             "instead of the reference's plain average of central crops.",
+             "", "| config | trained on | epochs | steps | train s | amp SSIM | phase SSIM | "
+             "amp PSNR | phase PSNR | amp FRC50 | phase RMS rad | amp r | phase r | "
+             "probe-weighted amp / phase SSIM | train.npz amp / phase SSIM |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         m = row["metrics"]
-        lines.append(f"| {row['name']} | {row['epochs']} | {row['global_step']} | "
+        t, p = row["train_metrics"], row["probe_stitch_metrics"]
+        lines.append(f"| {row['name']} | {row['trained_on']} | {row['epochs']} | "
+                     f"{row['global_step']} | "
                      f"{row['train_seconds']:.0f} | {m['amp_ssim']:.3f} | "
                      f"{m['phase_ssim']:.3f} | {m['amp_psnr']:.2f} | {m['phase_psnr']:.2f} | "
                      f"{m['amp_frc50']:.3f} | {m['phase_rms_rad']:.3f} | "
-                     f"{m['amp_pearson']:.3f} | {m['phase_pearson']:.3f} |")
+                     f"{m['amp_pearson']:.3f} | {m['phase_pearson']:.3f} | "
+                     f"{p['amp_ssim']:.3f} / {p['phase_ssim']:.3f} | "
+                     f"{t['amp_ssim']:.3f} / {t['phase_ssim']:.3f} |")
     lines += ["", "Commands of each row are in the JSON file beside this one.", ""]
     return "\n".join(lines)
 

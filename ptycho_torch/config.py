@@ -102,8 +102,12 @@ class TrainingConfig:
 class InferenceConfig:
     inference_batch_size: int = 256
     stitch_crop_px: int | None = None
+    stitch_weight: str = "crop"
 
     def __post_init__(self):
+        if self.stitch_weight not in ("crop", "probe"):
+            raise ValueError(f"stitch weight must be 'crop' or 'probe', got "
+                             f"{self.stitch_weight!r}")
         if self.inference_batch_size < 1:
             raise ValueError(
                 f"inference batch size must be >= 1, got {self.inference_batch_size}"

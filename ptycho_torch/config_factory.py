@@ -37,4 +37,5 @@ def build_run_config(args: argparse.Namespace, scan: ScanData,
 
 def build_inference_config(args: argparse.Namespace) -> InferenceConfig:
     return InferenceConfig(inference_batch_size=args.inference_batch_size,
-                           stitch_crop_px=args.stitch_crop)
+                           stitch_crop_px=args.stitch_crop,
+                           stitch_weight=args.stitch_weight)

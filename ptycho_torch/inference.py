@@ -32,7 +32,14 @@ from ptycho_torch.data import GroupedScan, ScanData, build_grouped_scan, load_sc
 from ptycho_torch.io import atomic_savefig, atomic_savez, atomic_write_json, record_provenance
 from ptycho_torch.metrics import compute_metrics
 from ptycho_torch.model import PtychoPINN
-from ptycho_torch.reassembly import Stitcher, canvas_frame, covered_box, default_crop
+from ptycho_torch.reassembly import (
+    STITCH_WEIGHTS,
+    Stitcher,
+    canvas_frame,
+    covered_box,
+    default_crop,
+    probe_weight,
+)
 from tracking.loggers import SIDECAR_FILE, TrackedRun, command_line
 
 logger = logging.getLogger("ptycho_torch.inference")  # not "__main__" under python -m
@@ -86,15 +93,20 @@ def check_scan_for_model(scan: ScanData, config: RunConfig,
 @torch.inference_mode()
 def reconstruct(model: PtychoPINN, grouped: GroupedScan, shape: tuple[int, int],
                 origin_xy: np.ndarray, device: str, batch_size: int, crop: int,
-                progress: bool = True, on_batch=None,
-                recorder=None) -> tuple[np.ndarray, np.ndarray]:
+                progress: bool = True, on_batch=None, recorder=None,
+                stitch_weight: str = "crop") -> tuple[np.ndarray, np.ndarray]:
     """Run the model over every group and stitch on the device, batch by batch.
 
     Returns the stitched object (H, W) complex64 and its coverage weight (H, W) float32.
     ``on_batch(batch_idx, batch, out)`` sees each batch's inputs and outputs; a patch-stats
     ``recorder`` is armed for its first batches only (forward and stitching instrumented).
+    ``stitch_weight``: "crop" (the reference: central crops, plain average) or "probe"
+    (whole patches weighted by the model's normalized probe intensity).
     """
-    stitcher = Stitcher(shape, origin_xy, crop, device)
+    if stitch_weight not in STITCH_WEIGHTS:
+        raise ValueError(f"stitch weight must be one of {STITCH_WEIGHTS}, got {stitch_weight!r}")
+    weight = probe_weight(model.physics.probe) if stitch_weight == "probe" else None
+    stitcher = Stitcher(shape, origin_xy, crop, device, patch_weight=weight)
     loader = torch.utils.data.DataLoader(grouped, batch_size=batch_size, shuffle=False)
     from tqdm.auto import tqdm
 
@@ -152,7 +164,7 @@ def run_inference(model_dir: str | Path, scan: ScanData, output_dir: str | Path,
                   batch_size: int = 256, crop: int | None = None, progress: bool = True,
                   model: PtychoPINN | None = None, config: RunConfig | None = None,
                   recorder=None, debug_dir: str | Path | None = None,
-                  grouped: GroupedScan | None = None) -> dict:
+                  grouped: GroupedScan | None = None, stitch_weight: str = "crop") -> dict:
     """Reconstruct ``scan`` and write reconstruction.npz, PNGs and metrics.json; with
     ``debug_dir`` also the forward-parity debug dump, with ``recorder`` patch stats.
     ``grouped``: the scan's groups from :func:`check_scan_for_model`, if already built."""
@@ -173,7 +185,8 @@ def run_inference(model_dir: str | Path, scan: ScanData, output_dir: str | Path,
         dump = DebugDump(debug_dir)
     started = time.perf_counter()
     obj, weight = reconstruct(model, grouped, shape, origin, device, batch_size, crop,
-                              progress, dump.on_batch if dump else None, recorder)
+                              progress, dump.on_batch if dump else None, recorder,
+                              stitch_weight)
     seconds = time.perf_counter() - started
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_savez(output_dir / "reconstruction.npz", object=obj, amplitude=np.abs(obj),
@@ -219,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
                                           "scan grows (default: %(default)s)")
     parser.add_argument("--stitch-crop", type=positive_int, default=None,
                         help="central crop of each patch used in stitching, px "
-                             "(default: 20 at N = 64)")
+                             "(default: 20 at N = 64); with --stitch-weight probe it "
+                             "still sets the region scored and shown")
+    parser.add_argument("--stitch-weight", choices=STITCH_WEIGHTS, default="crop",
+                        help="how overlapping patches are averaged: 'crop' (the reference: "
+                             "central crops, plain average) or 'probe' (whole patches "
+                             "weighted by the probe intensity |P|^2, where each one is best "
+                             "determined) (default: %(default)s)")
     parser.add_argument("--debug-dump", default=None,
                         help="folder for the forward-parity debug dump (patch grid, offsets, "
                              "stats, canvas)")
@@ -265,7 +284,7 @@ def _training_link(model_dir: str | Path) -> dict[str, str]:
 
 def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, model, config,
                       scan: ScanData, out: Path, device: str, command: list[str],
-                      grouped: GroupedScan | None = None) -> dict:
+                      grouped: GroupedScan | None = None, stitch_weight: str = "crop") -> dict:
     """Reconstruct inside a tracked run; log params, dataset, metrics and artifacts."""
     recorder = None
     if execution.log_patch_stats:
@@ -285,7 +304,8 @@ def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, mode
                            inference_config.inference_batch_size,
                            inference_config.stitch_crop_px,
                            progress=not execution.quiet, model=model, config=config,
-                           recorder=recorder, debug_dir=args.debug_dump, grouped=grouped)
+                           recorder=recorder, debug_dir=args.debug_dump, grouped=grouped,
+                           stitch_weight=inference_config.stitch_weight)
     run.log_metrics({"inference/seconds": result["seconds"],
                      "inference/patterns_per_s": result["n_patterns"] / max(result["seconds"],
                                                                             1e-9)})

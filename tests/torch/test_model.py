@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,6 +79,16 @@ def test_decoder_flag_reaches_config_and_inference(tmp_path):
     weights = torch.load(out / "model.pt", weights_only=True)
     fine_keys = [k for k in weights if k.startswith("network.amplitude.blocks.")]
     assert len(fine_keys) == 12  # 6 convs (2 blocks + the fine block) x weight, bias
-    assert inference.cli_main(["--model_path", str(out), "--test_data", str(data),
-                               "--output_dir", str(tmp_path / "inference"), "--logger", "none",
-                               "--quiet"]) == 0
+    results = {}
+    for mode in ("crop", "probe"):
+        folder = tmp_path / f"inference-{mode}"
+        assert inference.cli_main(["--model_path", str(out), "--test_data", str(data),
+                                   "--output_dir", str(folder), "--logger", "none", "--quiet",
+                                   "--stitch-weight", mode]) == 0
+        with np.load(folder / "reconstruction.npz") as npz:
+            results[mode] = npz["object"], npz["weight"]
+    # same covered region, different averaging inside it
+    assert np.array_equal(results["crop"][1], results["probe"][1])
+    covered = results["crop"][1] > 0
+    assert np.all(results["probe"][0][~covered] == 0)
+    assert not np.allclose(results["crop"][0][covered], results["probe"][0][covered])
