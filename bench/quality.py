@@ -29,6 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 GS3 = ["--gridsize", "3", "--neighbors", "9"]
 CONFIGS: dict[str, tuple] = {
     "reference-64": (["--patch-size", "64"], ["--n-filters-scale", "2"]),
+    "reference-64-self": (["--patch-size", "64"], ["--n-filters-scale", "2"], "test"),
     "n32": (["--patch-size", "32"], ["--n-filters-scale", "1"]),
     "n32-1e9": (["--patch-size", "32", "--n-photons", "1e9"], ["--n-filters-scale", "1"]),
     "n32-zoom3": (["--patch-size", "32", "--object-zoom", "3"], ["--n-filters-scale", "1"]),
@@ -122,9 +123,11 @@ def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: in
 def to_markdown(result: dict) -> str:
     lines = [f"# Reconstruction quality per configuration: {result['device']} "
              f"({result['date']})", "",
+             f"Seed {result.get('seed', 0)} (simulation and training). "
              f"Training budget {result['minutes']} min wall clock each (`--max-time`), "
-             "gridsize 2, batch 16 and Poisson loss unless named (b4: batch 4; gs1: gridsize "
-             "1; mae: MAE on amplitudes), lr 1e-3; metrics of "
+             "gridsize 2, batch 16 and Poisson loss unless named (b4: batch 4; gs1, gs3: gridsize "
+             "1, 3 (K 9); mae: MAE on amplitudes; fine: --decoder fine; zoomZ: simulate "
+             "--object-zoom Z), lr 1e-3; metrics of "
              "`python -m ptycho_torch.inference` on test.npz (the other half of the object).",
              "Rows marked *self* trained on test.npz's diffraction (self-supervised on the "
              "scan reconstructed; its ground truth never enters training). The last column "
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run_config(name, Path(args.work), args.minutes, args.accelerator, args.seed,
                        args.reuse) for name in names]
     result = {"date": time.strftime("%Y-%m-%d"), "device": args.accelerator,
-              "minutes": args.minutes, "rows": rows}
+              "minutes": args.minutes, "seed": args.seed, "rows": rows}
     markdown = to_markdown(result)
     print(markdown)
     out = Path(args.out)
