@@ -161,6 +161,7 @@ def save_montage(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from ptycho_torch.data import load_scan
+    from ptycho_torch.metrics import global_phase_aligned
 
     fig, axes = plt.subplots(len(rows), 4, figsize=(16, 3.2 * len(rows)), squeeze=False)
     for row, ax in zip(rows, axes, strict=True):
@@ -168,11 +169,20 @@ def save_montage(rows: list[dict], path: Path) -> None:
             obj, weight = npz["object"], npz["weight"]
         gt = load_scan(row["test_data"]).object_guess
         covered = weight > 0
-        panels = [(np.abs(obj), "amplitude", "gray"), (np.angle(obj), "phase", "twilight"),
-                  (np.where(covered, np.abs(gt), 0), "true amplitude", "gray"),
-                  (np.where(covered, np.angle(gt), 0), "true phase", "twilight")]
-        for a, (image, label, cmap) in zip(ax, panels, strict=True):
-            a.imshow(image, cmap=cmap)
+        # shown as scored: no constant phase offset, amplitude scaled to the truth's mean;
+        # each pair of panels shares the truth's colour range
+        gt = np.where(covered, gt, 0)
+        obj = global_phase_aligned(obj, gt)
+        amp = np.abs(obj) * np.abs(gt)[covered].mean() / max(np.abs(obj)[covered].mean(), 1e-12)
+        amp_range = {"vmin": 0.0, "vmax": float(np.abs(gt).max())}
+        phase_range = {"vmin": float(np.angle(gt)[covered].min()),
+                       "vmax": float(np.angle(gt)[covered].max())}
+        panels = [(amp, "amplitude", "gray", amp_range),
+                  (np.angle(obj), "phase", "twilight", phase_range),
+                  (np.abs(gt), "true amplitude", "gray", amp_range),
+                  (np.angle(gt), "true phase", "twilight", phase_range)]
+        for a, (image, label, cmap, limits) in zip(ax, panels, strict=True):
+            a.imshow(image, cmap=cmap, **limits)
             a.set_title(f"{row['name']}: {label}", fontsize=9)
             a.axis("off")
         m = row["metrics"]

@@ -30,7 +30,7 @@ from ptycho_torch.config import RunConfig, flatten
 from ptycho_torch.config_factory import build_inference_config
 from ptycho_torch.data import GroupedScan, ScanData, build_grouped_scan, load_scan
 from ptycho_torch.io import atomic_savefig, atomic_savez, atomic_write_json, record_provenance
-from ptycho_torch.metrics import compute_metrics
+from ptycho_torch.metrics import compute_metrics, global_phase_aligned
 from ptycho_torch.model import PtychoPINN
 from ptycho_torch.reassembly import (
     STITCH_WEIGHTS,
@@ -138,11 +138,19 @@ def save_reconstruction_png(path: Path, obj: np.ndarray, gt: np.ndarray | None,
     import matplotlib.pyplot as plt
 
     rows = [("reconstruction", obj)] + ([("ground truth", gt)] if gt is not None else [])
+    # with a truth, both phase panels share its colour range, so colours compare directly
+    # (amplitude keeps its own: its absolute scale is the model's gain, not physics)
+    phase_range = {}
+    if gt is not None:
+        covered = np.angle(gt)[np.abs(gt) > 0]
+        if covered.size:
+            phase_range = {"vmin": float(covered.min()), "vmax": float(covered.max())}
     fig, axes = plt.subplots(len(rows), 2, figsize=(10, 4.2 * len(rows)), squeeze=False)
     for (label, img), (ax_a, ax_p) in zip(rows, axes, strict=True):
-        for ax, data, name, cmap in ((ax_a, np.abs(img), "amplitude", "gray"),
-                                     (ax_p, np.angle(img), "phase (rad)", "twilight")):
-            im = ax.imshow(data, cmap=cmap)
+        for ax, data, name, cmap, limits in (
+                (ax_a, np.abs(img), "amplitude", "gray", {}),
+                (ax_p, np.angle(img), "phase (rad)", "twilight", phase_range)):
+            im = ax.imshow(data, cmap=cmap, **limits)
             ax.set_title(f"{label}: {name}")
             ax.set_xlabel("x (px)")
             ax.set_ylabel("y (px)")
@@ -205,7 +213,11 @@ def run_inference(model_dir: str | Path, scan: ScanData, output_dir: str | Path,
     gt = None
     if scan.object_guess is not None:
         gt = np.where(weight > 0, scan.object_guess, 0)
-    save_reconstruction_png(output_dir / "reconstruction.png", obj, gt, title)
+    shown = obj
+    if gt is not None:
+        shown = global_phase_aligned(obj, gt)
+        title += "\n(constant phase offset to the truth removed for display)"
+    save_reconstruction_png(output_dir / "reconstruction.png", shown, gt, title)
     if dump is not None:
         result["debug_files"] = [str(p) for p in dump.write(obj, weight, n, output_dir)]
     logger.info("reconstructed %d patterns in %.2f s on %s -> %s", result["n_patterns"], seconds,

@@ -20,6 +20,16 @@ def remove_phase_plane(phase: np.ndarray) -> np.ndarray:
     return phase - (design @ coef).reshape(h, w)
 
 
+def global_phase_aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``pred`` times the unit phasor that best matches it to ``gt`` (least squares).
+
+    A constant phase is invisible to every measurement, so pictures show the reconstruction
+    with it removed; no other change is made.
+    """
+    offset = np.angle(np.sum(pred * np.conj(gt)))
+    return (pred * np.exp(-1j * offset)).astype(pred.dtype)
+
+
 def align(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                       np.ndarray]:
     """(H, W) complex pred and gt -> aligned amplitudes and phases (pred_amp, gt_amp,

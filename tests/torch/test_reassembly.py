@@ -13,7 +13,7 @@ from ptycho_torch import physics
 from ptycho_torch.config import DataConfig, ModelConfig
 from ptycho_torch.data import build_grouped_scan, load_scan
 from ptycho_torch.inference import evaluate, reconstruct
-from ptycho_torch.metrics import compute_metrics
+from ptycho_torch.metrics import compute_metrics, global_phase_aligned
 from ptycho_torch.reassembly import Stitcher, canvas_frame, covered_box, probe_weight
 
 
@@ -122,3 +122,17 @@ def test_probe_weight_is_normalized_intensity():
 def test_model_config_rejects_bad_patch_size():
     with pytest.raises(ValueError, match="multiple of 8"):
         ModelConfig(patch_size_px=30)
+
+
+def test_displayed_reconstruction_has_the_constant_phase_offset_removed_and_nothing_else():
+    rng = np.random.default_rng(0)
+    gt = (0.5 + rng.random((12, 20))) * np.exp(1j * rng.uniform(-1, 1, (12, 20)))
+    pred = (gt * np.exp(1j * 2.4)).astype(np.complex64)  # a constant offset of 2.4 rad
+    shown = global_phase_aligned(pred, gt.astype(np.complex64))
+    assert shown.dtype == np.complex64
+    np.testing.assert_allclose(shown, gt, atol=1e-5)
+    np.testing.assert_allclose(np.abs(shown), np.abs(pred), rtol=1e-6)  # amplitude untouched
+    # a phase ramp is not an offset: it stays (the picture shows what was reconstructed)
+    ramp = np.exp(1j * 0.3 * np.arange(20))[None, :]
+    tilted = global_phase_aligned((gt * ramp).astype(np.complex64), gt.astype(np.complex64))
+    assert np.ptp(np.angle(tilted / gt)) > 3.0
