@@ -49,6 +49,10 @@ class DataConfig:
         return self.gridsize**2
 
 
+DECODERS = ("reference", "fine")  # network presets (--decoder)
+STITCH_WEIGHTS = ("crop", "probe")  # how stitching averages overlaps (--stitch-weight)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Network preset and physics options (reference defaults)."""
@@ -65,8 +69,8 @@ class ModelConfig:
     decoder: str = "reference"
 
     def __post_init__(self):
-        if self.decoder not in ("reference", "fine"):
-            raise ValueError(f"decoder must be 'reference' or 'fine', got {self.decoder!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.patch_size_px % 8:
             raise ValueError(f"patch size N must be a multiple of 8, got {self.patch_size_px}")
         if self.probe_scale <= 0:
@@ -105,8 +109,8 @@ class InferenceConfig:
     stitch_weight: str = "crop"
 
     def __post_init__(self):
-        if self.stitch_weight not in ("crop", "probe"):
-            raise ValueError(f"stitch weight must be 'crop' or 'probe', got "
+        if self.stitch_weight not in STITCH_WEIGHTS:
+            raise ValueError(f"stitch weight must be one of {STITCH_WEIGHTS}, got "
                              f"{self.stitch_weight!r}")
         if self.inference_batch_size < 1:
             raise ValueError(

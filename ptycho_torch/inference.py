@@ -26,20 +26,13 @@ from ptycho_torch.cli.shared import (
     resolve_device,
     run_cli,
 )
-from ptycho_torch.config import RunConfig, flatten
+from ptycho_torch.config import STITCH_WEIGHTS, RunConfig, flatten
 from ptycho_torch.config_factory import build_inference_config
 from ptycho_torch.data import GroupedScan, ScanData, build_grouped_scan, load_scan
 from ptycho_torch.io import atomic_savefig, atomic_savez, atomic_write_json, record_provenance
 from ptycho_torch.metrics import compute_metrics, global_phase_aligned
 from ptycho_torch.model import PtychoPINN
-from ptycho_torch.reassembly import (
-    STITCH_WEIGHTS,
-    Stitcher,
-    canvas_frame,
-    covered_box,
-    default_crop,
-    probe_weight,
-)
+from ptycho_torch.reassembly import Stitcher, canvas_frame, covered_box, default_crop, probe_weight
 from tracking.loggers import SIDECAR_FILE, TrackedRun, command_line
 
 logger = logging.getLogger("ptycho_torch.inference")  # not "__main__" under python -m
@@ -296,7 +289,7 @@ def _training_link(model_dir: str | Path) -> dict[str, str]:
 
 def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, model, config,
                       scan: ScanData, out: Path, device: str, command: list[str],
-                      grouped: GroupedScan | None = None, stitch_weight: str = "crop") -> dict:
+                      grouped: GroupedScan | None = None) -> dict:
     """Reconstruct inside a tracked run; log params, dataset, metrics and artifacts."""
     recorder = None
     if execution.log_patch_stats:

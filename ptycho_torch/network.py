@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ptycho_torch.config import DECODERS
+
 
 def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [
@@ -20,9 +22,6 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
         nn.Conv2d(c_out, c_out, 3, padding=1),
         nn.ReLU(inplace=True),
     ]
-
-
-DECODERS = ("reference", "fine")
 
 
 class Decoder(nn.Module):
@@ -40,7 +39,7 @@ class Decoder(nn.Module):
                  probe_big: bool, kind: str = "reference"):
         super().__init__()
         if kind not in DECODERS:
-            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {kind!r}")
+            raise ValueError(f"decoder must be one of {DECODERS}, got {kind!r}")
         fine = _conv_block(widths[1], widths[1]) if kind == "fine" else []
         self.blocks = nn.Sequential(
             *_conv_block(c_in, widths[0]), nn.Upsample(scale_factor=2, mode="nearest"),

@@ -29,9 +29,6 @@ def canvas_frame(positions_xy: np.ndarray, n: int,
     return (int(height), int(width)), lo
 
 
-STITCH_WEIGHTS = ("crop", "probe")
-
-
 def probe_weight(probe: Tensor) -> Tensor:
     """(N, N) stitching weight |P|^2 / max |P|^2: each patch counts where it was lit."""
     intensity = probe.abs().float() ** 2

@@ -30,7 +30,7 @@ from ptycho_torch.cli.shared import (
     resolve_device,
     run_cli,
 )
-from ptycho_torch.config import LossMode, RunConfig, flatten
+from ptycho_torch.config import DECODERS, LossMode, RunConfig, flatten
 from ptycho_torch.config_factory import build_run_config
 from ptycho_torch.data import PtychoDataModule, ScanData, load_scan
 from ptycho_torch.inference import CONFIG_FILE, MODEL_FILE, check_scan_for_model
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of groups held out for validation (default: %(default)s)")
     model.add_argument("--n-filters-scale", type=positive_int, default=2,
                        help="network width multiplier; 2 is the reference (default: %(default)s)")
-    model.add_argument("--decoder", choices=("reference", "fine"), default="reference",
+    model.add_argument("--decoder", choices=DECODERS, default="reference",
                        help="decoder preset: 'reference' (the reference's: a linear 3x3 head "
                             "is the only layer at the output resolution) or 'fine' (one more "
                             "conv-conv block at that resolution, for pixel-scale detail) "
