@@ -73,6 +73,12 @@ def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: in
     folder = work / name
     data, model, inference = folder / "data", folder / "model", folder / "inference"
     folder.mkdir(parents=True, exist_ok=True)
+
+    def infer(split: str, out: Path, *extra: str) -> list[str]:
+        return [python, "-m", "ptycho_torch.inference", "--model_path", str(model),
+                "--test_data", str(data / f"{split}.npz"), "--output_dir", str(out), *extra,
+                "--accelerator", accelerator, "--logger", "none", "--quiet"]
+
     commands = {
         "simulate": [python, "-m", "ptycho_torch.simulate", "--output-dir", str(data),
                      "--seed", str(seed), *sim_flags],
@@ -81,20 +87,12 @@ def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: in
                   "--batch_size", "16", "--max_epochs", "100000", "--max-time", str(minutes),
                   "--seed", str(seed), "--accelerator", accelerator, "--logger", "none",
                   "--quiet", *train_flags],
-        "inference": [python, "-m", "ptycho_torch.inference", "--model_path", str(model),
-                      "--test_data", str(data / "test.npz"), "--output_dir", str(inference),
-                      "--accelerator", accelerator, "--logger", "none", "--quiet"],
+        "inference": infer("test", inference),
         # the same model and scan, overlaps averaged with the probe intensity as weight
-        "inference-probe": [python, "-m", "ptycho_torch.inference", "--model_path",
-                            str(model), "--test_data", str(data / "test.npz"),
-                            "--output_dir", str(folder / "inference-probe"),
-                            "--stitch-weight", "probe", "--accelerator", accelerator,
-                            "--logger", "none", "--quiet"],
+        "inference-probe": infer("test", folder / "inference-probe", "--stitch-weight",
+                                 "probe"),
         # the split it trained on, scored too: the gap to test.npz is generalization
-        "inference-train": [python, "-m", "ptycho_torch.inference", "--model_path",
-                            str(model), "--test_data", str(data / "train.npz"),
-                            "--output_dir", str(folder / "inference-train"),
-                            "--accelerator", accelerator, "--logger", "none", "--quiet"],
+        "inference-train": infer("train", folder / "inference-train"),
     }
     done = all((path / name).is_file() for path, name in [
         (model, "train_summary.json"), (inference, "metrics.json"),
