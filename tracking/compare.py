@@ -152,7 +152,7 @@ def cli_main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from tracking.loggers import resolve_tracking_uri
+    from tracking.store import resolve_tracking_uri
 
     if args.tolerance < 0:
         raise CompareError(f"--tolerance must be >= 0, got {args.tolerance}")
@@ -191,7 +191,7 @@ def _main(args: argparse.Namespace) -> int:
     print(markdown, end="")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from ptycho_torch.io import atomic_write_json, atomic_write_text
+    from tracking.files import atomic_write_json, atomic_write_text
 
     atomic_write_text(out / "compare.md", markdown)
     atomic_write_json(out / "compare.json", {"tolerance": args.tolerance, "columns": names,

@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from ptycho_torch.io import PROVENANCE_FILE, atomic_write_text
-from tracking.loggers import sha256_file
+from tracking.files import atomic_write_text
+from tracking.provenance import PROVENANCE_FILE, sha256_file
 
 INVENTORY_NAME = "artifact_inventory.txt"
 PYTEST_LOG = Path("green") / "pytest_patch_stats.log"

@@ -1,6 +1,6 @@
 """Per-patch statistics of the forward path: pure functions, and a recorder that writes them.
 
-Stages (DESIGN.md, "Patch statistics"): input_raw, input_normalized, object_amplitude,
+Stages (docs/patch_stats.md): input_raw, input_normalized, object_amplitude,
 object_phase, predicted_amplitude; inference adds stitch_crop_amplitude (what the stitcher
 places). For every patch: mean, var (unbiased), var_zero_mean (mean of (x - patch mean)^2),
 min, max; per batch: global_mean, global_std, var_zero_mean (mean over patches), min, max,
@@ -27,6 +27,9 @@ BATCH_KEYS = ("global_mean", "global_std", "var_zero_mean", "min", "max")
 MAX_PER_PATCH = 256  # per-patch lists keep the first 256 patches; batch stats use all
 STATS_FILE = "torch_patch_stats.json"
 GRID_FILE = "torch_patch_grid.png"
+# grid rows of the first instrumented batch of each stage name: label -> stage
+GRID_ROWS = {"input": "input_normalized", "object amplitude": "object_amplitude",
+             "predicted amplitude": "predicted_amplitude"}
 
 
 def compute_patch_stats(x: Tensor) -> dict:
@@ -51,17 +54,6 @@ def compute_patch_stats(x: Tensor) -> dict:
     stats["per_patch"] = {key: row for key, row in zip(PER_PATCH_KEYS, per_patch.tolist(),
                                                        strict=True)}
     return stats
-
-
-def forward_stage_tensors(diffraction: Tensor, out: dict) -> dict[str, Tensor]:
-    """The DESIGN.md stage table from a PtychoPINN.forward output."""
-    return {
-        "input_raw": diffraction,
-        "input_normalized": out["x_norm"],
-        "object_amplitude": out["object"].abs(),
-        "object_phase": out["object"].angle(),
-        "predicted_amplitude": out["pred_amplitude"],
-    }
 
 
 def compact_record(record: dict) -> dict:
@@ -89,9 +81,10 @@ def flat_metrics(record: dict) -> dict[str, float]:
 class PatchStatsRecorder:
     """Collects records for the first ``limit`` batches of each stage name, writes them.
 
-    Usage: ``if recorder.wants(name): recorder.begin(name, step)``; the model calls
-    ``observe_forward`` while armed; ``end()`` finishes the record, writes JSON and PNG and
-    tells listeners. Nothing is computed for batches past the limit.
+    Usage: ``recorder.arm(model, name, step)`` before a batch, ``recorder.disarm(model)``
+    after it; while armed the model hands its stages to ``observe_stages``, and disarming
+    finishes the record, writes JSON and PNG and tells listeners. Past the limit nothing is
+    armed, so nothing is computed, kept or synchronized.
     """
 
     def __init__(self, limit: int, out_dir: str | Path, extra_dirs: tuple[Path, ...] = ()):
@@ -110,6 +103,23 @@ class PatchStatsRecorder:
     def wants(self, stage_name: str) -> bool:
         return self.counts[stage_name] < self.limit
 
+    def arm(self, target, stage_name: str, step: int) -> bool:
+        """Instrument ``target``'s next forward (anything with a ``patch_stats`` attribute,
+        e.g. PtychoPINN) if this stage name is still under its limit; True when armed.
+        The one way train, val and inference batches are tapped; pair with :meth:`disarm`."""
+        if not self.wants(stage_name):
+            return False
+        self.begin(stage_name, step)
+        target.patch_stats = self
+        return True
+
+    def disarm(self, target) -> dict | None:
+        """Detach from ``target`` and finish the armed record (no-op when not armed)."""
+        if getattr(target, "patch_stats", None) is not self:
+            return None
+        target.patch_stats = None
+        return self.end()
+
     def begin(self, stage_name: str, step: int) -> None:
         self._current = {"stage_name": stage_name, "batch_idx": self.counts[stage_name],
                          "step": int(step), "stages": {}}
@@ -126,33 +136,23 @@ class PatchStatsRecorder:
         stats["running_min"], stats["running_max"] = lo, hi
         self._current["stages"][stage] = stats
 
-    def observe_forward(self, diffraction: Tensor, out: dict, norm_factor: Tensor | None = None,
-                        physics_scale: float | None = None,
-                        object_gain: Tensor | None = None) -> None:
-        """Called inside PtychoPINN.forward: every stage of the DESIGN.md table, plus the
-        scales (mean input normalization factor, physics scale s, object gain g)."""
+    def observe_stages(self, tensors: dict[str, Tensor], **scales: float | Tensor) -> None:
+        """The forward path's stage tensors (docs/patch_stats.md, "Stages"), each
+        (B, C, N, N), and its scalar scales (``mean_input_scale``, ``physics_scale``,
+        ``object_gain``) for the armed record; the model calls this while armed."""
         if self._current is None:
             return
-        tensors = forward_stage_tensors(diffraction, out)
         for stage, tensor in tensors.items():
             self.observe(stage, tensor)
-        if norm_factor is not None:
-            self._current["mean_input_scale"] = float(norm_factor.detach().float().mean())
-        if physics_scale is not None:
-            self._current["physics_scale"] = float(physics_scale)
-        if object_gain is not None:
-            self._current["object_gain"] = float(torch.as_tensor(object_gain).detach())
+        for key, value in scales.items():
+            self._current[key] = float(torch.as_tensor(value).detach().double().mean())
         name = self._current["stage_name"]
         if name not in self._grid_rows:
             self._grid_dirty = True
             self._grid_rows[name] = {
-                "input": tensors["input_normalized"][:4].detach().reshape(
-                    -1, *diffraction.shape[-2:]).float().cpu(),
-                "object amplitude": tensors["object_amplitude"][:4].detach().reshape(
-                    -1, *diffraction.shape[-2:]).float().cpu(),
-                "predicted amplitude": tensors["predicted_amplitude"][:4].detach().reshape(
-                    -1, *diffraction.shape[-2:]).float().cpu(),
-            }
+                label: tensors[stage][:4].detach().reshape(
+                    -1, *tensors[stage].shape[-2:]).float().cpu()
+                for label, stage in GRID_ROWS.items() if stage in tensors}
 
     def end(self) -> dict | None:
         """Finish the armed record: summary keys, log line, files, listeners."""
@@ -190,7 +190,7 @@ class PatchStatsRecorder:
 
     def write(self) -> list[Path]:
         """Write torch_patch_stats.json and torch_patch_grid.png into every output folder."""
-        from ptycho_torch.io import atomic_write_json
+        from tracking.files import atomic_write_json
 
         written = []
         for folder in self.out_dirs:
@@ -224,7 +224,7 @@ def save_patch_grid(path: Path, rows: dict[str, dict[str, Tensor]]) -> None:
     Drawn with PIL (no matplotlib): cheap enough to redraw whenever a stage name is new."""
     from PIL import Image, ImageDraw
 
-    from ptycho_torch.io import atomic_path
+    from tracking.files import atomic_path
 
     label_h, pad = 14, 6
     strips = []

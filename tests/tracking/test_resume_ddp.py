@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptycho_torch import train
+from ptycho_torch import train, workflows
 from tests.conftest import write_random_stub
 from tests.tracking.conftest import (
     EXPERIMENT,
@@ -28,7 +28,7 @@ from tests.tracking.conftest import (
 )
 
 EPOCHS = 6
-TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.\w+$")  # ptycho_torch.io.atomic_path's names
+TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.\w+$")  # tracking.files.atomic_path's names
 
 
 def check_every_file_readable(folder: Path) -> list[str]:
@@ -179,7 +179,7 @@ def test_resume_can_extend_max_epochs(scan, tmp_path, monkeypatch):
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     """A save that dies half-way leaves the previous checkpoint whole and no temp file."""
-    io = train.AtomicCheckpointIO()
+    io = workflows.AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
     io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
 

@@ -287,7 +287,7 @@ def test_tracking_write_failure_mid_run_keeps_local_files(tmp_path, monkeypatch,
 
 
 def test_credentials_in_uri_are_redacted():
-    from tracking.loggers import redact_uri
+    from tracking.store import redact_uri
 
     redacted = redact_uri("http://user:secret@host:5000/path")
     assert "secret" not in redacted and "user" not in redacted

@@ -1,152 +1,52 @@
-"""MLflow + TensorBoard (+ CSV) for every run, through Lightning loggers.
+"""The life of one tracked run: MLflow + TensorBoard (+ CSV) through Lightning loggers.
 
-Embedded default (zero set-up): MLflow on ``sqlite:///mlruns/mlflow.db`` with artifacts in
-``mlruns/artifacts`` and TensorBoard event files in ``mlruns/tensorboard/<experiment>/<run>``.
-A sqlite URI elsewhere moves all three beside its database file; a server URI keeps
-TensorBoard under ``./mlruns/tensorboard``. mlflow is imported lazily, here only.
-
-``TrackedRun`` owns a run's life: it checks the store is reachable before any work, logs
-params, tags, datasets, metrics and artifacts, keeps going (with one warning) when a write
-fails mid-run, and ends the run FINISHED, FAILED (an exception) or KILLED (Ctrl-C).
+``TrackedRun`` checks the store is reachable before any work, logs params, tags, datasets,
+metrics and artifacts, keeps going (with one warning) when a write fails mid-run, and ends
+the run FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM). Its loggers are typed
+handles (``mlflow_logger``, ``tensorboard_logger``, ``csv_logger``); hand ``loggers`` to a
+Lightning Trainer, or call :meth:`TrackedRun.log_metrics` directly. mlflow is imported
+lazily, inside this module only. Store layout: ``tracking.store``; tags and provenance:
+``tracking.provenance``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import json
 import logging
-import os
-import platform
 import re
 import shlex
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import warnings
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from tracking.files import atomic_write_json
+from tracking.provenance import environment_tags, record_provenance, sha256_file
+from tracking.store import (
+    TrackingUnavailable,
+    check_reachable,
+    redact_uri,
+    resolve_tracking_uri,
+    store_lock,
+    store_root,
+)
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_URI = "sqlite:///mlruns/mlflow.db"
 SIDECAR_FILE = "tracking.json"
 
 
-class TrackingUnavailable(RuntimeError):
-    """The tracking store cannot be reached; raised before any training starts."""
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or EMBEDDED_URI
-
-
-def redact_uri(uri: str) -> str:
-    """Hide credentials: scheme://user:secret@host -> scheme://***@host."""
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return uri
-
-
-def store_root(uri: str) -> Path:
-    """Folder for artifacts/ and tensorboard/: beside a sqlite file, else ./mlruns."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).parent
-    return Path("mlruns")
-
-
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, with one line, when the tracking store cannot be used."""
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingUnavailable(f"cannot create MLflow store folder {folder}: {exc}") \
-                from exc
-        return
-    if uri.startswith(("http://", "https://")):
-        parts = urlsplit(uri)
-        health = urlunsplit((parts.scheme, parts.netloc.split("@")[-1],
-                             parts.path.rstrip("/") + "/health", "", ""))
-        try:
-            with urllib.request.urlopen(health, timeout=timeout_s) as response:
-                if response.status >= 400:
-                    raise TrackingUnavailable(
-                        f"MLflow server {redact_uri(uri)} answered {response.status}")
-        except OSError as exc:
-            raise TrackingUnavailable(
-                f"cannot reach MLflow tracking server {redact_uri(uri)} ({exc}); start it, fix "
-                "--tracking-uri, or pass --logger tensorboard") from exc
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def git_state() -> tuple[str, bool]:
-    """(commit, dirty) of the checkout holding this code; ("unknown", False) outside git."""
-    repo = Path(__file__).resolve().parents[1]
+def read_sidecar(folder: str | Path) -> dict:
+    """The tracking.json a run wrote into ``folder`` ({} when there is none); raises
+    ValueError when it is unreadable."""
+    path = Path(folder) / SIDECAR_FILE
+    if not path.is_file():
+        return {}
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=repo, capture_output=True, text=True, timeout=10,
-                                check=True).stdout
-        return commit, bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
-
-
-def environment_tags(device: str, seed: int, command: list[str]) -> dict[str, str]:
-    import torch
-
-    commit, dirty = git_state()
-    if device == "cuda" and torch.cuda.is_available():
-        device_name = torch.cuda.get_device_name(0)
-    else:
-        device_name = f"cpu ({platform.processor() or platform.machine()}, "\
-                      f"{os.cpu_count()} cores)"
-    return {
-        "mlflow.source.git.commit": commit,
-        "git_commit": commit,
-        "git_dirty": str(dirty).lower(),
-        "torch_version": torch.__version__,
-        "cuda_version": str(torch.version.cuda or "none"),
-        "device": device,
-        "device_name": device_name,
-        "seed": str(seed),
-        "command_line": shlex.join(command),
-        "python_version": platform.python_version(),
-    }
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str):
-    """Exclusive lock around creating runs in a sqlite store: two first runs on a new
-    database would otherwise race to create its tables."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is unreadable ({exc})") from exc
 
 
 def _raise_killed(signum, frame):
@@ -196,18 +96,20 @@ def _safe_mlflow_logger_class():
 
 
 class TrackedRun:
-    """Context manager for one tracked run (train or inference).
+    """Context manager for one tracked run (train, inference, baseline).
 
-    ``loggers`` are Lightning loggers (MLflow, TensorBoard, CSV as asked); hand them to the
-    Trainer, or call :meth:`log_metrics` directly (inference).
+    ``loggers`` names the backends ("mlflow", "tensorboard", "csv"); an empty tuple tracks
+    nothing. ``parent_run_id`` nests the run under another (the baseline's children);
+    ``resume_run_id`` reopens an earlier run (``--resume``).
     """
 
-    def __init__(self, loggers: tuple[str, ...], kind: str, output_dir: str | Path,
-                 command: list[str], tracking_uri: str | None = None,
-                 experiment_name: str = "ptycho_torch", run_name: str | None = None,
-                 device: str = "cpu", seed: int = 0, tags: dict[str, str] | None = None,
-                 parent_run_id: str | None = None, resume_run_id: str | None = None):
-        self.kinds = tuple(loggers)
+    def __init__(self, *, kind: str, output_dir: str | Path, command: list[str],
+                 loggers: tuple[str, ...] = ("mlflow", "tensorboard"),
+                 tracking_uri: str | None = None, experiment_name: str = "ptycho_torch",
+                 run_name: str | None = None, device: str = "cpu", seed: int = 0,
+                 tags: dict[str, str] | None = None, parent_run_id: str | None = None,
+                 resume_run_id: str | None = None):
+        self.backends = tuple(loggers)
         self.kind = kind
         self.output_dir = Path(output_dir)
         self.command = command
@@ -217,40 +119,48 @@ class TrackedRun:
         self.device = device
         self.seed = seed
         self.extra_tags = dict(tags or {})
-        self.parent_run_id = parent_run_id or os.environ.get("PTYCHO_PARENT_RUN_ID")
+        self.parent_run_id = parent_run_id
         self.resume_run_id = resume_run_id
         self.run_id: str | None = None
         self.client = None
-        self._resumed_params: dict[str, str] = {}
-        self.loggers: list = []
+        self.mlflow_logger = None
+        self.tensorboard_logger = None
+        self.csv_logger = None
         self.tracking_failed = False
-        self.tensorboard_dir: Path | None = None
+        self._resumed_params: dict[str, str] = {}
+        self._previous_sigterm = None
+
+    @property
+    def loggers(self) -> list:
+        """The Lightning loggers of this run, for a Trainer."""
+        return [lg for lg in (self.mlflow_logger, self.tensorboard_logger, self.csv_logger)
+                if lg is not None]
+
+    @property
+    def tensorboard_dir(self) -> Path | None:
+        return None if self.tensorboard_logger is None else Path(self.tensorboard_logger.log_dir)
 
     # -- life cycle -------------------------------------------------------------------
     def __enter__(self) -> TrackedRun:
         # SIGTERM (a scheduler's kill) ends the run KILLED, like Ctrl-C, never RUNNING
-        self._previous_sigterm = None
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_killed)
-        if "mlflow" in self.kinds:
+        if "mlflow" in self.backends:
             check_reachable(self.uri)
             self._start_mlflow()
-        if "tensorboard" in self.kinds:
+        if "tensorboard" in self.backends:
             from lightning.pytorch.loggers import TensorBoardLogger
 
             # the MLflow run name (given or generated) names the TensorBoard folder too
             name = self.run_name or f"{self.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-            tb = TensorBoardLogger(save_dir=str(store_root(self.uri) / "tensorboard"),
-                                   name=self.experiment_name, version=name,
-                                   default_hp_metric=False)
-            self.tensorboard_dir = Path(tb.log_dir)
-            self.loggers.append(tb)
-            self._safely("tags", lambda: self._set_tags({"tensorboard_logdir":
-                                                          str(self.tensorboard_dir)}))
-        if "csv" in self.kinds:
+            self.tensorboard_logger = TensorBoardLogger(
+                save_dir=str(store_root(self.uri) / "tensorboard"), name=self.experiment_name,
+                version=name, default_hp_metric=False)
+            self.set_tags({"tensorboard_logdir": str(self.tensorboard_dir)})
+        if "csv" in self.backends:
             from lightning.pytorch.loggers import CSVLogger
 
-            self.loggers.append(CSVLogger(save_dir=str(self.output_dir), name="csv_logs"))
+            self.csv_logger = CSVLogger(save_dir=str(self.output_dir), name="csv_logs")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -260,9 +170,8 @@ class TrackedRun:
             status = "KILLED"
         else:
             status = "FAILED"
-        for lg in self.loggers:
-            if lg.__class__.__name__ == "TensorBoardLogger":
-                self._safely("tensorboard", lambda lg=lg: lg.finalize("success"))
+        if self.tensorboard_logger is not None:
+            self._safely("tensorboard", lambda: self.tensorboard_logger.finalize("success"))
         if self.run_id is not None:
             self._safely("status", lambda: self.client.set_terminated(self.run_id, status))
             logger.info("MLflow run %s (%s) ended %s in %s", self.run_id, self.kind, status,
@@ -273,7 +182,7 @@ class TrackedRun:
 
     def _start_mlflow(self) -> None:
         try:
-            with _store_lock(self.uri):
+            with store_lock(self.uri):
                 self._create_run()
         except TrackingUnavailable:
             raise
@@ -281,8 +190,8 @@ class TrackedRun:
             raise TrackingUnavailable(f"MLflow store {redact_uri(self.uri)} unusable: "
                                       f"{str(exc).splitlines()[0]}") from exc
         SafeMLFlowLogger = _safe_mlflow_logger_class()
-        self.loggers.append(SafeMLFlowLogger(experiment_name=self.experiment_name,
-                                             tracking_uri=self.uri, run_id=self.run_id))
+        self.mlflow_logger = SafeMLFlowLogger(experiment_name=self.experiment_name,
+                                              tracking_uri=self.uri, run_id=self.run_id)
 
     def _create_run(self) -> None:
         from mlflow import MlflowClient
@@ -343,8 +252,6 @@ class TrackedRun:
         """tracking.json in ``folder``: this run's id, so later runs can link to it."""
         if self.run_id is None:
             return None
-        from ptycho_torch.io import atomic_write_json
-
         path = Path(folder) / SIDECAR_FILE
         atomic_write_json(path, {"run_id": self.run_id, "run_name": self.run_name,
                                  "experiment": self.experiment_name,
@@ -377,7 +284,7 @@ class TrackedRun:
                    if key in self._resumed_params and self._resumed_params[key] != str(value)}
         for lg in self.loggers:
             values = clean
-            if changed and lg.__class__.__name__ == "SafeMLFlowLogger":
+            if changed and lg is self.mlflow_logger:
                 values = {key: value for key, value in clean.items() if key not in changed}
             self._safely("params", lambda lg=lg, values=values: lg.log_hyperparams(values))
         if changed:
@@ -420,21 +327,19 @@ class TrackedRun:
         from tracking.patch_stats import flat_metrics
 
         self.log_metrics(flat_metrics(record), step=record["step"])
-        for lg in self.loggers:
-            if lg.__class__.__name__ != "TensorBoardLogger":
-                continue
-            for stage, stats in record["stages"].items():
-                values = stats["per_patch"]["var_zero_mean"]
-                self._safely("histogram", lambda lg=lg, stage=stage, values=values:
-                             lg.experiment.add_histogram(
-                                 f"patch/{record['stage_name']}/{stage}/var_zero_mean_per_patch",
-                                 _as_array(values), record["step"]))
+        tb = self.tensorboard_logger
+        if tb is None:
+            return
+        for stage, stats in record["stages"].items():
+            values = stats["per_patch"]["var_zero_mean"]
+            self._safely("histogram", lambda stage=stage, values=values:
+                         tb.experiment.add_histogram(
+                             f"patch/{record['stage_name']}/{stage}/var_zero_mean_per_patch",
+                             _as_array(values), record["step"]))
 
     def publish_patch_stats(self, recorder, command: list[str]) -> None:
         """A PatchStatsRecorder's files: the primary folder's JSON and grid as artifacts under
         analysis/ (grid also a TensorBoard image), and provenance in every folder."""
-        from ptycho_torch.io import record_provenance
-
         primary = [p for p in recorder.paths if p.parent == recorder.out_dirs[0]]
         for path in primary:
             self.log_artifact(path, "analysis")
@@ -444,14 +349,14 @@ class TrackedRun:
 
     def log_images(self, paths: list[Path], step: int = 0) -> None:
         """PNG files as TensorBoard images (tag = file stem)."""
-        for lg in self.loggers:
-            if lg.__class__.__name__ != "TensorBoardLogger":
-                continue
-            for path in paths:
-                if Path(path).suffix == ".png" and Path(path).is_file():
-                    self._safely("image", lambda lg=lg, path=path: lg.experiment.add_image(
-                        _image_tag(path), _read_png(path), step, dataformats="HWC"))
-            self._safely("tensorboard", lambda lg=lg: lg.experiment.flush())
+        tb = self.tensorboard_logger
+        if tb is None:
+            return
+        for path in paths:
+            if Path(path).suffix == ".png" and Path(path).is_file():
+                self._safely("image", lambda path=path: tb.experiment.add_image(
+                    _image_tag(path), _read_png(path), step, dataformats="HWC"))
+        self._safely("tensorboard", lambda: tb.experiment.flush())
 
 
 def _as_array(values):
@@ -473,6 +378,3 @@ def _read_png(path: Path):
         image = np.stack([image] * 3, axis=-1)
     return image[..., :3]
 
-
-def command_line(prog: str, argv: list[str] | None) -> list[str]:
-    return [prog, *(sys.argv[1:] if argv is None else argv)]
