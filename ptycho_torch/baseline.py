@@ -109,7 +109,7 @@ def write_summary(hub: Path, steps: list[dict], device: str, run_ids: dict[str, 
               _stage_table(train_records, inference_records), "## MLflow runs", ""]
     lines += [f"- {name}: `{run_id}`" for name, run_id in run_ids.items()]
     path = hub / "summary.md"
-    from ptycho_torch.io import atomic_write_text
+    from tracking.files import atomic_write_text
 
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
@@ -163,7 +163,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"python -m ptycho_torch.baseline: error: --hub {hub} is not a directory",
               file=sys.stderr)
         return 2
-    from tracking.loggers import TrackingUnavailable
+    from tracking.store import TrackingUnavailable
 
     try:
         return _run(args, hub)
@@ -175,24 +175,59 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _train_command(args: argparse.Namespace, hub: Path, train_data: Path,
+                   tracking: list[str]) -> list[str]:
+    return [sys.executable, "-m", "ptycho_torch.train", "--train_data_file", str(train_data),
+            "--output_dir", str(hub / "train"), "--max_epochs", str(args.max_epochs),
+            "--n_images", str(args.n_images), "--gridsize", str(args.gridsize),
+            "--batch_size", str(args.batch_size), "--torch-loss-mode", "poisson",
+            "--deterministic", "--seed", str(args.seed), "--accelerator", args.accelerator,
+            "--log-patch-stats", "--patch-stats-limit", str(args.patch_stats_limit),
+            "--patch-stats-dir", str(hub / "analysis"), "--run-name", f"{hub.name}-train",
+            *tracking, *(["--quiet"] if args.quiet else [])]
+
+
+def _inference_command(args: argparse.Namespace, hub: Path, test_data: Path,
+                       tracking: list[str]) -> list[str]:
+    return [sys.executable, "-m", "ptycho_torch.inference", "--model_path", str(hub / "train"),
+            "--test_data", str(test_data), "--output_dir", str(hub / "inference"),
+            "--n_images", str(args.inference_n_images),
+            "--debug-dump", str(hub / "analysis" / "forward_parity_debug"),
+            "--inference-batch-size", str(args.inference_batch_size),
+            "--log-patch-stats", "--patch-stats-limit", str(args.patch_stats_limit),
+            "--accelerator", args.accelerator, "--run-name", f"{hub.name}-inference",
+            *tracking, *(["--quiet"] if args.quiet else [])]
+
+
+def _publish(tracked, hub: Path, command: str, steps: list[dict], device,
+             run_ids: dict[str, str | None], status: str) -> None:
+    """Summary, inventory and provenance into the hub; step times and test metrics to the run."""
+    from tracking.inventory import write_inventory
+    from tracking.provenance import device_name, record_provenance
+
+    summary = write_summary(hub, steps, device_name(device), run_ids, status)
+    record_provenance(hub, command, [summary])
+    inventory = write_inventory(hub)
+    record_provenance(hub / "analysis", command, [inventory])
+    tracked.log_artifact(summary)
+    tracked.log_artifact(inventory, "analysis")
+    tracked.log_metrics({f"baseline/{s['name']}_seconds": s["seconds"] for s in steps})
+    metrics = _read_json(hub / "inference" / "metrics.json")
+    if metrics:
+        tracked.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+    print(f"[baseline] {status}: summary {summary}, inventory {inventory}", flush=True)
+
+
 def _run(args: argparse.Namespace, hub: Path) -> int:
     from ptycho_torch.config import Accelerator
-    from ptycho_torch.io import record_provenance
-    from tracking.inventory import write_inventory
-    from tracking.loggers import (
-        SIDECAR_FILE,
-        TrackedRun,
-        command_line,
-        environment_tags,
-        resolve_tracking_uri,
-    )
+    from tracking.provenance import command_line
+    from tracking.run import SIDECAR_FILE, TrackedRun
+    from tracking.store import resolve_tracking_uri
 
     python = sys.executable
     uri = resolve_tracking_uri(args.tracking_uri)
     device = resolve_device(Accelerator(args.accelerator))
-    device_name = environment_tags(device, args.seed, [])["device_name"]
     echo = not args.quiet
-    child_quiet = ["--quiet"] if args.quiet else []
     tracking = ["--logger", ",".join(args.logger) or "none", "--tracking-uri", uri,
                 "--experiment-name", args.experiment_name]
     steps: list[dict] = []
@@ -206,13 +241,14 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
 
     hub.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    with TrackedRun(args.logger if "mlflow" in args.logger else (), "baseline", hub, command,
-                    uri, args.experiment_name, f"baseline-{hub.name}", device,
-                    args.seed) as tracked:
+    with TrackedRun(kind="baseline", output_dir=hub, command=command,
+                    loggers=args.logger if "mlflow" in args.logger else (), tracking_uri=uri,
+                    experiment_name=args.experiment_name, run_name=f"baseline-{hub.name}",
+                    device=device, seed=args.seed) as tracked:
         status = "FAILED"
         try:
             if tracked.run_id:
-                env["PTYCHO_PARENT_RUN_ID"] = tracked.run_id
+                tracking += ["--parent-run-id", tracked.run_id]
                 run_ids["baseline (parent)"] = tracked.run_id
             train_data, test_data = Path(args.train_data), Path(args.test_data)
             if not (train_data.is_file() and test_data.is_file()):
@@ -221,26 +257,10 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
                 step("simulate", [python, "-m", "ptycho_torch.simulate", "--output-dir",
                                   str(train_data.parent), "--seed", str(args.seed)],
                      hub / "cli" / "simulate.log", env)
-            step("train", [python, "-m", "ptycho_torch.train", "--train_data_file", str(train_data),
-                           "--output_dir", str(hub / "train"), "--max_epochs",
-                           str(args.max_epochs), "--n_images", str(args.n_images), "--gridsize",
-                           str(args.gridsize), "--batch_size", str(args.batch_size),
-                           "--torch-loss-mode", "poisson", "--deterministic", "--seed",
-                           str(args.seed), "--accelerator", args.accelerator,
-                           "--log-patch-stats", "--patch-stats-limit",
-                           str(args.patch_stats_limit), "--patch-stats-dir",
-                           str(hub / "analysis"), "--run-name", f"{hub.name}-train",
-                           *tracking, *child_quiet],
+            step("train", _train_command(args, hub, train_data, tracking),
                  hub / "cli" / "train_patch_stats.log", env)
             run_ids["train"] = (_read_json(hub / "train" / SIDECAR_FILE) or {}).get("run_id")
-            step("inference", [python, "-m", "ptycho_torch.inference", "--model_path",
-                               str(hub / "train"), "--test_data", str(test_data), "--output_dir",
-                               str(hub / "inference"), "--n_images", str(args.inference_n_images),
-                               "--debug-dump", str(hub / "analysis" / "forward_parity_debug"),
-                               "--inference-batch-size", str(args.inference_batch_size),
-                               "--log-patch-stats", "--patch-stats-limit",
-                               str(args.patch_stats_limit), "--accelerator", args.accelerator,
-                               "--run-name", f"{hub.name}-inference", *tracking, *child_quiet],
+            step("inference", _inference_command(args, hub, test_data, tracking),
                  hub / "cli" / "inference_patch_stats.log", env)
             run_ids["inference"] = (_read_json(hub / "inference" / SIDECAR_FILE) or {}).get(
                 "run_id")
@@ -249,17 +269,7 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
                      hub / "green" / "pytest_patch_stats.log", env)
             status = "PASSED"
         finally:
-            summary = write_summary(hub, steps, device_name, run_ids, status)
-            record_provenance(hub, command, [summary])
-            inventory = write_inventory(hub)
-            record_provenance(hub / "analysis", command, [inventory])
-            tracked.log_artifact(summary)
-            tracked.log_artifact(inventory, "analysis")
-            tracked.log_metrics({f"baseline/{s['name']}_seconds": s["seconds"] for s in steps})
-            metrics = _read_json(hub / "inference" / "metrics.json")
-            if metrics:
-                tracked.log_metrics({f"test/{k}": v for k, v in metrics.items()})
-            print(f"[baseline] {status}: summary {summary}, inventory {inventory}", flush=True)
+            _publish(tracked, hub, command, steps, device, run_ids, status)
     return 0
 
 

@@ -1,6 +1,6 @@
 """NPZ data contract: load and validate scans, normalize, group by nearest neighbours, serve.
 
-See DESIGN.md ("Data contract"). Files are opened with ``allow_pickle=False`` always: an NPZ
+See docs/data_contract.md. Files are opened with ``allow_pickle=False`` always: an NPZ
 holding object arrays is refused, never unpickled.
 """
 
@@ -20,16 +20,9 @@ from scipy.spatial import cKDTree
 from torch.utils.data import DataLoader, Dataset
 
 from ptycho_torch.config import DataConfig
+from ptycho_torch.errors import DataContractError, GroupCountError
 
 logger = logging.getLogger(__name__)
-
-
-class DataContractError(ValueError):
-    """A scan file breaks the data contract; the message is one line naming file and key."""
-
-    def __init__(self, path: str | Path, key: str | None, expectation: str):
-        where = f"{path}" if key is None else f"{path}: key '{key}'"
-        super().__init__(f"{where}: {expectation}")
 
 
 @dataclass
@@ -160,7 +153,7 @@ def load_scan(path: str | Path) -> ScanData:
     return _validate(path, arrays, diff_key)
 
 
-def _validate(path: Path, arrays: dict[str, np.ndarray], diff_key: str) -> ScanData:
+def _validate_coords(path: Path, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(arrays["xcoords"])
     y = np.asarray(arrays["ycoords"])
     for key, arr in (("xcoords", x), ("ycoords", y)):
@@ -174,7 +167,10 @@ def _validate(path: Path, arrays: dict[str, np.ndarray], diff_key: str) -> ScanD
     if y.shape[0] != n:
         raise DataContractError(path, "ycoords", f"length {y.shape[0]} != xcoords length {n}; "
                                 "one (x, y) pair per scan position expected")
+    return x.astype(np.float64), y.astype(np.float64)
 
+
+def _validate_probe(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
     probe = np.asarray(arrays["probeGuess"])
     if probe.dtype.kind not in "uifc":
         raise DataContractError(path, "probeGuess", f"dtype {probe.dtype}; numbers expected")
@@ -183,8 +179,11 @@ def _validate(path: Path, arrays: dict[str, np.ndarray], diff_key: str) -> ScanD
     _check_finite(probe, path, "probeGuess")
     if not np.any(probe):
         raise DataContractError(path, "probeGuess", "is all zero; an illumination expected")
-    big_n = probe.shape[0]
+    return probe
 
+
+def _validate_diffraction(path: Path, arrays: dict[str, np.ndarray], diff_key: str,
+                          n: int, big_n: int, probe_shape: tuple) -> np.ndarray:
     diff = np.asarray(arrays[diff_key])
     if np.iscomplexobj(diff):
         raise DataContractError(path, diff_key, f"is complex ({diff.dtype}); measured "
@@ -200,7 +199,7 @@ def _validate(path: Path, arrays: dict[str, np.ndarray], diff_key: str) -> ScanD
     if diff.shape[1:] != (big_n, big_n):
         raise DataContractError(
             path, diff_key, f"patterns {diff.shape[1:]} do not match probeGuess "
-                            f"{probe.shape}; patterns and probe of the same N x N expected")
+                            f"{probe_shape}; patterns and probe of the same N x N expected")
     if diff.shape[0] != n:
         raise DataContractError(
             path, diff_key, f"{diff.shape[0]} patterns but {n} scan positions (xcoords); one "
@@ -217,51 +216,70 @@ def _validate(path: Path, arrays: dict[str, np.ndarray], diff_key: str) -> ScanD
                             "(sqrt of counts) >= 0 expected")
     if not np.any(diff):
         raise DataContractError(path, diff_key, "is all zero; measured amplitudes expected")
+    return diff
 
-    def optional_coords(key: str, default: np.ndarray) -> np.ndarray:
-        if key not in arrays:
-            return default
-        arr = np.asarray(arrays[key])
-        _check_real_numeric(arr, path, key)
-        if arr.shape != (n,):
-            raise DataContractError(path, key, f"shape {arr.shape}; ({n},) expected")
-        _check_finite(arr, path, key)
-        return arr.astype(np.float64)
 
-    obj = None
-    if "objectGuess" in arrays:
-        obj = np.asarray(arrays["objectGuess"])
-        if obj.dtype.kind not in "uifc" or obj.ndim != 2:
-            raise DataContractError(
-                path, "objectGuess", f"shape {obj.shape}, dtype {obj.dtype}; 2-D numbers expected"
-            )
-        _check_finite(obj, path, "objectGuess")
-        obj = obj.astype(np.complex64)
+def _optional_coords(path: Path, arrays: dict[str, np.ndarray], key: str,
+                     default: np.ndarray) -> np.ndarray:
+    if key not in arrays:
+        return default
+    arr = np.asarray(arrays[key])
+    n = default.shape[0]
+    _check_real_numeric(arr, path, key)
+    if arr.shape != (n,):
+        raise DataContractError(path, key, f"shape {arr.shape}; ({n},) expected")
+    _check_finite(arr, path, key)
+    return arr.astype(np.float64)
 
-    metadata: dict = {}
-    if "_metadata" in arrays:
-        raw = arrays["_metadata"]
-        if raw.dtype.kind not in "US":
-            raise DataContractError(path, "_metadata", f"dtype {raw.dtype}; JSON text expected")
-        text = raw.item() if raw.ndim == 0 else "".join(str(v) for v in raw.ravel())
-        try:
-            metadata = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataContractError(path, "_metadata", f"not valid JSON ({exc.msg})") from exc
-        if not isinstance(metadata, dict):
-            raise DataContractError(path, "_metadata", "JSON object expected")
 
-    x = x.astype(np.float64)
-    y = y.astype(np.float64)
+def _validate_object(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+    if "objectGuess" not in arrays:
+        return None
+    obj = np.asarray(arrays["objectGuess"])
+    if obj.dtype.kind not in "uifc" or obj.ndim != 2:
+        raise DataContractError(
+            path, "objectGuess", f"shape {obj.shape}, dtype {obj.dtype}; 2-D numbers expected"
+        )
+    _check_finite(obj, path, "objectGuess")
+    return obj.astype(np.complex64)
+
+
+def _validate_metadata(path: Path, arrays: dict[str, np.ndarray]) -> dict:
+    if "_metadata" not in arrays:
+        return {}
+    raw = arrays["_metadata"]
+    if raw.dtype.kind not in "US":
+        raise DataContractError(path, "_metadata", f"dtype {raw.dtype}; JSON text expected")
+    text = raw.item() if raw.ndim == 0 else "".join(str(v) for v in raw.ravel())
+    try:
+        metadata = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataContractError(path, "_metadata", f"not valid JSON ({exc.msg})") from exc
+    if not isinstance(metadata, dict):
+        raise DataContractError(path, "_metadata", "JSON object expected")
+    return metadata
+
+
+def _validate(path: Path, arrays: dict[str, np.ndarray], diff_key: str) -> ScanData:
+    """Check every key of the data contract (docs/data_contract.md) in a fixed order."""
+    x, y = _validate_coords(path, arrays)
+    n = x.shape[0]
+    probe = _validate_probe(path, arrays)
+    diff = _validate_diffraction(path, arrays, diff_key, n, probe.shape[0], probe.shape)
+    obj = _validate_object(path, arrays)
+    metadata = _validate_metadata(path, arrays)
+    x_start = _optional_coords(path, arrays, "xcoords_start", x)
+    y_start = _optional_coords(path, arrays, "ycoords_start", y)
+    scan_index = _optional_coords(path, arrays, "scan_index", np.zeros(n)).astype(np.int64)
     return ScanData(
         path=path,
         diffraction=diff,
         probe=probe.astype(np.complex64),
         x=x,
         y=y,
-        x_start=optional_coords("xcoords_start", x),
-        y_start=optional_coords("ycoords_start", y),
-        scan_index=optional_coords("scan_index", np.zeros(n)).astype(np.int64),
+        x_start=x_start,
+        y_start=y_start,
+        scan_index=scan_index,
         object_guess=obj,
         metadata=metadata,
     )
@@ -312,11 +330,7 @@ def build_groups(x: np.ndarray, y: np.ndarray, gridsize: int, n_neighbors: int,
                              f"({gridsize}x{gridsize} neighbours per group)"
         )
     if n_groups is not None and n_groups > n:  # one group per seed point
-        raise DataContractError(
-            path, "xcoords",
-            f"--n_images {n_groups} exceeds the {n} groups this scan provides (one per scan "
-            f"point); at most {n} expected",
-        )
+        raise GroupCountError(path, n_groups, n)
     rng = np.random.default_rng(seed)
     if n_groups is None:
         seeds = np.arange(n)

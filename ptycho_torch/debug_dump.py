@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ptycho_torch.io import atomic_savefig, atomic_write_json
+from ptycho_torch.model import ForwardOutput
+from tracking.files import atomic_savefig, atomic_write_json
+from tracking.patch_stats import build_grid, compute_patch_stats
 
 N_GRID = 16
 
@@ -34,24 +36,21 @@ class DebugDump:
         self.var_zero_mean_sum = 0.0
         self.positions: list[np.ndarray] = []
 
-    def on_batch(self, batch_idx: int, batch: dict, out: dict) -> None:
-        amp = out["object"].abs().detach()
-        patches = amp.reshape(-1, *amp.shape[-2:]).double()
+    def on_batch(self, batch_idx: int, batch: dict, out: ForwardOutput) -> None:
+        amp = out.object.abs().detach()
         if self.n_kept < N_GRID:
-            take = patches[: N_GRID - self.n_kept].float().cpu()
+            take = amp.reshape(-1, *amp.shape[-2:])[: N_GRID - self.n_kept].float().cpu()
             self.first_amplitudes.append(take)
             self.n_kept += take.shape[0]
-        means = patches.mean(dim=(1, 2))
-        summary = torch.stack([patches.sum(), patches.pow(2).sum(), patches.min(),
-                               patches.max(),
-                               (patches - means[:, None, None]).pow(2).mean(dim=(1, 2)).sum()])
-        total, total_sq, lo, hi, vzm = summary.cpu().tolist()
-        self.count += patches.numel()
-        self.total += total
-        self.total_sq += total_sq
-        self.minimum = min(self.minimum, lo)
-        self.maximum = max(self.maximum, hi)
-        self.var_zero_mean_sum += vzm
+        # the batch's statistics as patch stats define them; pooled over batches here
+        stats = compute_patch_stats(amp)
+        n_pixels = amp.numel()
+        self.count += n_pixels
+        self.total += stats["global_mean"] * n_pixels
+        self.total_sq += (stats["global_std"] ** 2 + stats["global_mean"] ** 2) * n_pixels
+        self.minimum = min(self.minimum, stats["min"])
+        self.maximum = max(self.maximum, stats["max"])
+        self.var_zero_mean_sum += stats["var_zero_mean"] * stats["n_patches"]
         self.positions.append(batch["positions"].reshape(-1, 2).cpu().numpy())
 
     def write(self, obj: np.ndarray, weight: np.ndarray, patch_size: int,
@@ -114,8 +113,6 @@ class DebugDump:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from tracking.patch_stats import build_grid
 
         patches = torch.cat(self.first_amplitudes) if self.first_amplitudes else torch.zeros(
             1, 8, 8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -13,6 +14,35 @@ from torch import Tensor, nn
 from ptycho_torch.config import LossMode, ModelConfig, TrainingConfig
 from ptycho_torch.network import PtychoNet
 from ptycho_torch.physics import ForwardModel, intensity_scale
+
+
+class ForwardOutput(NamedTuple):
+    """What PtychoPINN.forward computes for a batch of B groups of C patterns of N x N px.
+
+    x_norm: (B, C, N, N) float32, the normalized diffraction amplitude the network sees.
+    amplitude, phase: (B, C, N, N) float32, the network's object patches (amplitude in
+        (0, 1), phase in radians in (-pi, pi)), before any merge.
+    object: (B, C, N, N) complex64, the object patches the physics illuminates (after the
+        gridsize > 1 merge and re-extraction).
+    pred_amplitude: (B, C, N, N) float32, s * g * |F(O P)|, the predicted diffraction
+        amplitude in sqrt(counts).
+    """
+
+    x_norm: Tensor
+    amplitude: Tensor
+    phase: Tensor
+    object: Tensor
+    pred_amplitude: Tensor
+
+    def stage_tensors(self, diffraction: Tensor) -> dict[str, Tensor]:
+        """The patch-statistics stages (docs/patch_stats.md), given the raw input."""
+        return {
+            "input_raw": diffraction,
+            "input_normalized": self.x_norm,
+            "object_amplitude": self.object.abs(),
+            "object_phase": self.object.angle(),
+            "predicted_amplitude": self.pred_amplitude,
+        }
 
 
 class PtychoPINN(nn.Module):
@@ -26,7 +56,8 @@ class PtychoPINN(nn.Module):
     mean normalized energy); metrics align the amplitude scale, so g never biases them.
 
     ``patch_stats``: None (no instrumentation: nothing computed, kept or synced), or an
-    armed recorder whose ``observe_forward`` sees every stage inside forward.
+    armed recorder (``tracking.patch_stats.PatchStatsRecorder.arm``) whose
+    ``observe_stages`` sees every stage inside forward.
     """
 
     def __init__(self, config: ModelConfig, probe: Tensor):
@@ -48,19 +79,20 @@ class PtychoPINN(nn.Module):
             self.register_buffer("log_object_gain", log_gain)
         self.patch_stats = None
 
-    def forward(self, diffraction: Tensor, offsets: Tensor, norm_factor: Tensor) -> dict:
+    def forward(self, diffraction: Tensor, offsets: Tensor,
+                norm_factor: Tensor) -> ForwardOutput:
         """diffraction (B, C, N, N) float32 raw amplitude; offsets (B, C, 2) px (x, y);
-        norm_factor (B,) float32. Returns x_norm, amplitude, phase (B, C, N, N) network
-        output; object (B, C, N, N) complex64 (after merge); pred_amplitude (B, C, N, N)
-        = s * g * |F(O P)| in sqrt(counts)."""
+        norm_factor (B,) float32. See :class:`ForwardOutput`."""
         out = self.forward_uninstrumented(diffraction, offsets, norm_factor)
         if self.patch_stats is not None:
-            self.patch_stats.observe_forward(diffraction, out, norm_factor, self.physics_scale,
-                                             self.log_object_gain.exp())
+            self.patch_stats.observe_stages(out.stage_tensors(diffraction),
+                                            mean_input_scale=norm_factor,
+                                            physics_scale=self.physics_scale,
+                                            object_gain=self.log_object_gain.exp())
         return out
 
     def forward_uninstrumented(self, diffraction: Tensor, offsets: Tensor,
-                               norm_factor: Tensor) -> dict:
+                               norm_factor: Tensor) -> ForwardOutput:
         """The forward path with no instrumentation code at all (see :meth:`forward`)."""
         x_norm = diffraction * norm_factor.view(-1, 1, 1, 1)
         # bf16 under autocast, if the caller asks
@@ -75,16 +107,15 @@ class PtychoPINN(nn.Module):
             intensity = self.physics(obj)
             gain = self.log_object_gain.exp()
             pred_amplitude = (self.physics_scale * gain) * torch.sqrt(intensity.clamp_min(1e-12))
-        return {"x_norm": x_norm, "amplitude": amplitude, "phase": phase, "object": obj,
-                "pred_amplitude": pred_amplitude}
+        return ForwardOutput(x_norm, amplitude, phase, obj, pred_amplitude)
 
     def target_amplitude(self, x_norm: Tensor) -> Tensor:
         """Measured amplitude in sqrt(counts): s * X_norm."""
         return self.physics_scale * x_norm
 
-    def loss(self, out: dict) -> Tensor:
-        target = self.target_amplitude(out["x_norm"])
-        pred = out["pred_amplitude"]
+    def loss(self, out: ForwardOutput) -> Tensor:
+        target = self.target_amplitude(out.x_norm)
+        pred = out.pred_amplitude
         if self.config.loss_mode == LossMode.MAE:
             return (pred - target).abs().mean()
         lam = (pred**2).clamp_min(1e-12)
@@ -106,7 +137,7 @@ class PtychoLightning(L.LightningModule):
         self.training_config = training_config
         self.has_validation = has_validation
 
-    def forward(self, batch: dict) -> dict:
+    def forward(self, batch: dict) -> ForwardOutput:
         return self.model(batch["diffraction"], batch["offsets"], batch["norm_factor"])
 
     def _shared_step(self, batch: dict, stage: str) -> Tensor:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ptycho_torch.config import DECODERS
+from ptycho_torch.config import Decoder, check_patch_size
 
 
 def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -24,23 +24,21 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     ]
 
 
-class Decoder(nn.Module):
+class DecoderBranch(nn.Module):
     """Two [conv, conv, 2x nearest upsample] blocks, a head at N/2 padded to N.
 
     With ``probe_big`` an extra branch upsamples to N and fills the border the N/2 head
     leaves empty (the reference's "probe_big").
 
-    ``kind="fine"`` adds one [conv, conv] block at N/2, after the last upsample: in the
+    ``kind=Decoder.FINE`` adds one [conv, conv] block at N/2, after the last upsample: in the
     reference the only layer at the output's own resolution is the linear 3x3 head, so
     pixel-scale detail has to be carried up from N/4.
     """
 
     def __init__(self, c_in: int, widths: tuple[int, int], c_out: int, activation, n: int,
-                 probe_big: bool, kind: str = "reference"):
+                 probe_big: bool, kind: Decoder = Decoder.REFERENCE):
         super().__init__()
-        if kind not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, got {kind!r}")
-        fine = _conv_block(widths[1], widths[1]) if kind == "fine" else []
+        fine = _conv_block(widths[1], widths[1]) if Decoder(kind) == Decoder.FINE else []
         self.blocks = nn.Sequential(
             *_conv_block(c_in, widths[0]), nn.Upsample(scale_factor=2, mode="nearest"),
             *_conv_block(widths[0], widths[1]), nn.Upsample(scale_factor=2, mode="nearest"),
@@ -79,10 +77,9 @@ class PtychoNet(nn.Module):
     """
 
     def __init__(self, n: int = 64, c_in: int = 1, c_out: int = 1, n_filters_scale: int = 2,
-                 probe_big: bool = True, decoder: str = "reference"):
+                 probe_big: bool = True, decoder: Decoder = Decoder.REFERENCE):
         super().__init__()
-        if n % 8:
-            raise ValueError(f"patch size N must be a multiple of 8, got {n}")
+        check_patch_size(n)
         f = n_filters_scale
         widths = (32 * f, 64 * f, 128 * f)
         layers: list[nn.Module] = []
@@ -92,10 +89,10 @@ class PtychoNet(nn.Module):
             prev = width
         self.encoder = nn.Sequential(*layers)
         decoder_widths = (64 * f, 32 * f)
-        self.amplitude = Decoder(prev, decoder_widths, c_out, torch.sigmoid, n, probe_big,
-                                 decoder)
-        self.phase = Decoder(prev, decoder_widths, c_out, lambda t: math.pi * torch.tanh(t), n,
-                             probe_big, decoder)
+        self.amplitude = DecoderBranch(prev, decoder_widths, c_out, torch.sigmoid, n,
+                                       probe_big, decoder)
+        self.phase = DecoderBranch(prev, decoder_widths, c_out,
+                                   lambda t: math.pi * torch.tanh(t), n, probe_big, decoder)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

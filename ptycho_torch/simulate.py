@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ptycho_torch import physics
-from ptycho_torch.io import atomic_savez
+from tracking.files import atomic_savez
 
 logger = logging.getLogger("ptycho_torch.simulate")  # not "__main__" under python -m
 
@@ -161,6 +161,20 @@ def split_scan(scan: dict) -> dict[str, dict]:
     return halves
 
 
+def write_scans(folder: str | Path, scan: dict) -> dict[str, Path]:
+    """Split ``scan`` (from :func:`simulate_scan`) and write train.npz and test.npz into
+    ``folder``; returns their paths by name."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, arrays in split_scan(scan).items():
+        paths[name] = folder / f"{name}.npz"
+        atomic_savez(paths[name], **arrays)
+        logger.info("wrote %s: %d patterns, object %s", paths[name], len(arrays["xcoords"]),
+                    arrays["objectGuess"].shape)
+    return paths
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ptycho_torch.simulate",
@@ -215,11 +229,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     scan = simulate_scan(args.n_images, args.patch_size, args.n_photons, args.noise,
                          args.overlap, object_name=args.object, seed=args.seed,
                          object_zoom=args.object_zoom)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, arrays in split_scan(scan).items():
-        atomic_savez(out / f"{name}.npz", **arrays)
-        logger.info("wrote %s: %d patterns, object %s", out / f"{name}.npz",
-                    len(arrays["xcoords"]), arrays["objectGuess"].shape)
+    write_scans(out, scan)
     meta = scan["metadata"]
     logger.info("probe diameter %.1f px, step %.1f px, overlap %.2f, %g photons/pattern",
                 meta["probe_diameter_px"], meta["scan_step_px"], meta["overlap"], meta["nphotons"])

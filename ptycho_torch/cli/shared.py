@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable
 
 from ptycho_torch.config import Accelerator, ExecutionConfig
-from ptycho_torch.data import DataContractError
+from ptycho_torch.errors import GroupCountError, InputError, ModelFolderError
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,9 @@ def add_execution_args(parser: argparse.ArgumentParser, mode: str) -> None:
 
     track = add_tracking_args(parser)
     track.add_argument("--run-name", default=None, help="run name shown in the UIs")
+    track.add_argument("--parent-run-id", default=None,
+                       help="MLflow run id to nest this run under (the baseline passes its "
+                            "own; default: none)")
 
 
 def add_tracking_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -166,13 +169,27 @@ def configure_logging(quiet: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+def describe_error(exc: Exception) -> str:
+    """A library error as the CLIs say it: in terms of their flags."""
+    if isinstance(exc, GroupCountError):
+        return (f"{exc.path}: key 'xcoords': --n_images {exc.requested} exceeds the "
+                f"{exc.available} groups this scan provides (one per scan point); at most "
+                f"{exc.available} expected")
+    if isinstance(exc, ModelFolderError):
+        if exc.problem == "incomplete":
+            return (f"{exc.path}: holds no {exc.missing_file}; --model_path must be a "
+                    "training output folder (model.pt and config.json)")
+        return f"--model_path {exc}"
+    return str(exc)
+
+
 def run_cli(main: Callable[[], int], prog: str) -> int:
-    """Run a CLI body; data-contract, usage and tracking-store errors become one stderr line
-    and exit 2."""
-    from tracking.loggers import TrackingUnavailable
+    """Run a CLI body; library input errors, usage and tracking-store errors become one
+    stderr line and exit 2."""
+    from tracking.store import TrackingUnavailable
 
     try:
         return main()
-    except (DataContractError, UsageError, TrackingUnavailable) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+    except (InputError, UsageError, TrackingUnavailable) as exc:
+        print(f"{prog}: error: {describe_error(exc)}", file=sys.stderr)
         return 2

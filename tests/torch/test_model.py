@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptycho_torch import inference, train
+from ptycho_torch import inference, train, workflows
 from ptycho_torch.config import ModelConfig, TrainingConfig
 from ptycho_torch.model import PtychoLightning
 from ptycho_torch.network import PtychoNet
@@ -73,7 +73,7 @@ def test_decoder_flag_reaches_config_and_inference(tmp_path):
             "--decoder", "fine"]
     assert train.cli_main(argv) == 0
     assert json.loads((out / "config.json").read_text())["model"]["decoder"] == "fine"
-    model, config = inference.load_model(out)
+    model, config = workflows.load_model(out)
     assert config.model.decoder == "fine"
     # the fine block's convolutions were saved and loaded (strict load), not re-initialised
     weights = torch.load(out / "model.pt", weights_only=True)

@@ -12,9 +12,9 @@ import torch
 from ptycho_torch import physics
 from ptycho_torch.config import DataConfig, ModelConfig
 from ptycho_torch.data import build_grouped_scan, load_scan
-from ptycho_torch.inference import evaluate, reconstruct
 from ptycho_torch.metrics import compute_metrics, global_phase_aligned
 from ptycho_torch.reassembly import Stitcher, canvas_frame, covered_box, probe_weight
+from ptycho_torch.workflows import evaluate, predict_and_stitch
 
 
 class OracleModel(torch.nn.Module):
@@ -34,7 +34,8 @@ class OracleModel(torch.nn.Module):
         b, c = diffraction.shape[:2]
         idx = diffraction[:, 0, 0, 0].long()
         patches = physics.extract_patches(self.obj, self.positions[idx].reshape(-1, 2), self.n)
-        return {"object": patches.reshape(b, c, self.n, self.n)}
+        obj = patches.reshape(b, c, self.n, self.n)
+        return SimpleNamespace(object=obj)  # the one ForwardOutput field stitching reads
 
 
 def _stitch_truth(path, gridsize, stitch_weight="crop"):
@@ -45,8 +46,8 @@ def _stitch_truth(path, gridsize, stitch_weight="crop"):
     oracle = OracleModel(scan.object_guess, grouped.positions, 32, scan.probe)
     shape, origin = canvas_frame(grouped.positions.reshape(-1, 2).numpy(), 32,
                                  scan.object_guess.shape)
-    obj, weight = reconstruct(oracle, grouped, shape, origin, "cpu", batch_size=8, crop=10,
-                              progress=False, stitch_weight=stitch_weight)
+    obj, weight = predict_and_stitch(oracle, grouped, shape, origin, "cpu", batch_size=8,
+                                     crop=10, progress=False, stitch_weight=stitch_weight)
     return scan, obj, weight
 
 
