@@ -125,10 +125,10 @@ def bench_inference(device: str, sizes: list[int], repeats: int,
     with the scanned area (reported beside it)."""
     from ptycho_torch.config import ModelConfig
     from ptycho_torch.data import GroupedScan, ScanData
-    from ptycho_torch.inference import reconstruct
     from ptycho_torch.model import PtychoPINN
     from ptycho_torch.reassembly import canvas_frame
     from ptycho_torch.simulate import make_probe
+    from ptycho_torch.workflows import predict_and_stitch
 
     probe = make_probe(64)
     model = PtychoPINN(ModelConfig(patch_size_px=64, n_channels=1), torch.from_numpy(probe))
@@ -155,7 +155,7 @@ def bench_inference(device: str, sizes: list[int], repeats: int,
                     allocated_before = torch.cuda.memory_allocated()
             started = time.perf_counter()
             with torch.inference_mode():
-                reconstruct(model, grouped, shape, origin, device, batch_size, 20,
+                predict_and_stitch(model, grouped, shape, origin, device, batch_size, 20,
                             progress=False)
             _sync(device)
             times.append(time.perf_counter() - started)

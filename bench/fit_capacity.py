@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         loss = model.loss(out)
         if step % max(1, args.steps // 5) == 0:
             with torch.no_grad():
-                est = out["object"][..., core, core].abs()
+                est = out.object[..., core, core].abs()
                 ref = true[..., core, core].abs()
                 scale = (est * ref).sum() / (est**2).sum()
                 error = float((scale * est - ref).abs().mean() / ref.mean())

@@ -200,8 +200,8 @@ def run_ours(model_dir: Path, scan, device: str, batch_size: int, repeats: int) 
     is loaded (and on the device) beforehand and one untimed warm-up run precedes the
     timed repeats. Returns the object, coverage weight, stitch crop and timings."""
     from ptycho_torch.data import build_grouped_scan
-    from ptycho_torch.inference import load_model, reconstruct
     from ptycho_torch.reassembly import canvas_frame, default_crop
+    from ptycho_torch.workflows import load_model, predict_and_stitch
 
     model, config = load_model(model_dir, device)
     n = config.model.patch_size_px
@@ -215,7 +215,7 @@ def run_ours(model_dir: Path, scan, device: str, batch_size: int, repeats: int) 
         grouped = build_grouped_scan(scan, data_cfg)
         positions = grouped.positions.reshape(-1, 2).numpy()
         shape, origin = canvas_frame(positions, n, scan.object_guess.shape)
-        obj, weight = reconstruct(model, grouped, shape, origin, device, batch_size, crop,
+        obj, weight = predict_and_stitch(model, grouped, shape, origin, device, batch_size,
                                   progress=False)
         return obj, weight, len(grouped), positions.shape[0]
 
@@ -419,8 +419,8 @@ def save_figures(path: Path, conv_path: Path, gt: np.ndarray, recons: dict[str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ptycho_torch.io import atomic_savefig
     from ptycho_torch.metrics import align
+    from tracking.files import atomic_savefig
 
     rows, cols = box
     g = gt[rows, cols].astype(np.complex128)
@@ -460,7 +460,7 @@ def save_convergence_figure(path: Path, report: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ptycho_torch.io import atomic_savefig
+    from tracking.files import atomic_savefig
 
     ours = report["ours"]
     fig, (ax_loss, ax_ssim) = plt.subplots(1, 2, figsize=(11, 4))
@@ -614,8 +614,8 @@ def run(args: argparse.Namespace, prog: str) -> int:
     import torch
 
     from ptycho_torch.data import load_scan
-    from ptycho_torch.inference import evaluate
     from ptycho_torch.reassembly import covered_box
+    from ptycho_torch.workflows import evaluate
 
     data_dir = Path(args.data_dir)
     ensure_data(data_dir, args.seed)
@@ -712,7 +712,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
     out = Path(args.out) if args.out else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{date}-{args.device}-peer"
-    from ptycho_torch.io import atomic_write_json, atomic_write_text
+    from tracking.files import atomic_write_json, atomic_write_text
 
     markdown = render_markdown(report)
     atomic_write_json(stem.with_suffix(".json"), report)
