@@ -204,9 +204,9 @@ def patch_stats(x: np.ndarray) -> dict:
     summary = [patches.mean(), patches.std(), var_zero_mean.mean(), patches.min(),
                patches.max()]
     stats = {"n_patches": int(patches.shape[0])}
-    stats.update({key: float(value) for key, value in zip(BATCH_KEYS, summary)})
+    stats.update({key: float(value) for key, value in zip(BATCH_KEYS, summary, strict=True)})
     stats["per_patch"] = {key: [float(v) for v in row]
-                          for key, row in zip(PER_PATCH_KEYS, per_patch)}
+                          for key, row in zip(PER_PATCH_KEYS, per_patch, strict=True)}
     return stats
 
 
@@ -344,7 +344,7 @@ class Probe:
             # the reference's inference feeds X * intensity_scale (nbutils.reconstruct_image)
             outs = self.model([x[sl] * self.intensity_scale, local_offsets[sl]],
                               training=False)
-            for key, out in zip(LAYERS, outs):
+            for key, out in zip(LAYERS, outs, strict=True):
                 out = np.asarray(out)
                 # per group: (g, C, N, N), or (g, N, N) for the group's object
                 parts[key].append(out[..., 0] if key == "group_object"
@@ -372,7 +372,6 @@ def stitch(patches: np.ndarray, centres_xy: np.ndarray, shape: tuple[int, int],
     centre, as in the reference's get_image_patches. Returns (object complex64, weight
     float32) of ``shape``."""
     import tensorflow as tf
-
     from ptycho import tf_helper as hh
 
     n = patches.shape[-1]
