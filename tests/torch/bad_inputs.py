@@ -8,7 +8,7 @@ evidence table::
 
     python -m tests.torch.bad_inputs --out docs/evidence/bad_inputs.md
 
-The rule for every refused input (DESIGN.md, "Data contract"): exactly one line on stderr
+The rule for every refused input (docs/data_contract.md): exactly one line on stderr
 naming the file, the key where there is one, and what was expected; exit code 2; no
 traceback; nothing written (the output folder absent, or still empty if it existed).
 """
