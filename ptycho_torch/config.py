@@ -199,10 +199,18 @@ class ExecutionConfig:
     """Instrumented batches per stage name (train, val, inference)."""
     patch_stats_dir: str | None = None
     """Folder for the patch-stats JSON and grid (None: <output_dir>/analysis)."""
+    patch_stats_every_epochs: int | None = None
+    """Training only: also record the first batch of every E-th epoch and of the last."""
     loggers: tuple[str, ...] = ("mlflow", "tensorboard")
     tracking_uri: str | None = None
     experiment_name: str = "ptycho_torch"
     run_name: str | None = None
+    system_metrics_interval_s: float = 5.0
+    """Seconds between system-metrics samples (CPU, memory, GPU) in the MLflow run; 0: off."""
+    log_checkpoints: bool = True
+    """Training only: upload the Lightning checkpoints (last, best) as run artifacts."""
+    register_model: str | None = None
+    """Training only: register the run's model under this name (models:/<name>/<version>)."""
 
     def __post_init__(self):
         object.__setattr__(self, "accelerator", Accelerator(self.accelerator))
@@ -212,6 +220,12 @@ class ExecutionConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.patch_stats_limit < 1:
             raise ValueError(f"patch_stats_limit must be >= 1, got {self.patch_stats_limit}")
+        if self.patch_stats_every_epochs is not None and self.patch_stats_every_epochs < 1:
+            raise ValueError("patch_stats_every_epochs must be >= 1, got "
+                             f"{self.patch_stats_every_epochs}")
+        if self.system_metrics_interval_s < 0:
+            raise ValueError("system_metrics_interval_s must be >= 0, got "
+                             f"{self.system_metrics_interval_s}")
         object.__setattr__(self, "loggers", tuple(self.loggers))
 
 

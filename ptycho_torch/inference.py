@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from ptycho_torch.cli.shared import (
@@ -38,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ptycho_torch.inference",
         description="Reconstruct a scan with a trained PtychoPINN; stitch, save, score.")
     parser.add_argument("--model_path", "--model-path", required=True,
-                        help="training output folder (holds model.pt and config.json)")
+                        help="training output folder (holds model.pt and config.json), or "
+                             "the model of a tracked training: runs:/<run id> or "
+                             "models:/<name>/<version> (downloaded from --tracking-uri; "
+                             "weights only, never a pickled module)")
     parser.add_argument("--test_data", "--test-data", required=True,
                         help="NPZ scan to reconstruct (data contract: docs/data_contract.md)")
     parser.add_argument("--output_dir", "--output-dir", required=True,
@@ -78,7 +82,9 @@ def cli_main(argv: list[str] | None = None) -> int:
         execution = build_execution_config_from_args(args, "inference")
         configure_logging(execution.quiet)
         device = resolve_device(execution.accelerator)
-        model, config = load_model(args.model_path, device)
+        with tempfile.TemporaryDirectory(prefix="ptycho-model-") as download:
+            model_dir, link = _model_folder(args.model_path, execution.tracking_uri, download)
+            model, config = load_model(model_dir, device)
         scan = load_scan(args.test_data)
         grouped = group_scan(scan, config, args.n_images)  # before anything exists
         out = Path(args.output_dir)
@@ -90,12 +96,28 @@ def cli_main(argv: list[str] | None = None) -> int:
                         loggers=execution.loggers, tracking_uri=execution.tracking_uri,
                         experiment_name=execution.experiment_name, run_name=execution.run_name,
                         device=device, seed=execution.seed, parent_run_id=args.parent_run_id,
-                        tags=_training_link(args.model_path)) as run:
+                        tags=link,
+                        system_metrics_interval=execution.system_metrics_interval_s) as run:
             inference_outputs(run, args, execution, model, config, scan, grouped, out, device,
                               command)
         return 0
 
     return run_cli(main, PROG)
+
+
+def _model_folder(model_path: str, tracking_uri: str | None, download: str
+                  ) -> tuple[Path, dict[str, str]]:
+    """The local folder holding model.pt and config.json, and the tags linking this run to
+    the training: a training output folder as given, or ``runs:/<run id>`` /
+    ``models:/<name>/<version>`` downloaded from the tracking store into ``download``."""
+    from tracking.models import download_model, is_model_uri
+
+    if not is_model_uri(model_path):
+        return Path(model_path), _training_link(model_path)
+    try:
+        return download_model(model_path, download, tracking_uri)
+    except ValueError as exc:
+        raise UsageError(f"--model_path {exc}") from exc
 
 
 def _training_link(model_dir: str | Path) -> dict[str, str]:
@@ -144,7 +166,7 @@ def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, mode
     run.log_metrics({"inference/seconds": rec.seconds,
                      "inference/patterns_per_s": rec.n_patterns / max(rec.seconds, 1e-9)})
     if rec.metrics is not None:
-        run.log_metrics(rec.metrics)
+        run.log_final_metrics(rec.metrics)
     run.write_sidecar(out)
     produced = [out / name for name in ("reconstruction.npz", "reconstruction.png",
                                         "metrics.json", SIDECAR_FILE)]

@@ -155,6 +155,14 @@ class PtychoLightning(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "val")
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # the global L2 norm of the gradients, every step: a diverging or vanishing update
+        # shows before the loss does. One fused reduction, read when Lightning logs.
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            self.log("grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True,
+                     on_epoch=False)
+
     def configure_optimizers(self):
         cfg = self.training_config
         optimizer = torch.optim.Adam(self.parameters(), lr=cfg.learning_rate)

@@ -160,7 +160,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                         experiment_name=execution.experiment_name,
                         run_name=execution.run_name or sidecar.get("run_name"), device=device,
                         seed=execution.seed, parent_run_id=args.parent_run_id,
-                        resume_run_id=sidecar.get("run_id")) as run:
+                        resume_run_id=sidecar.get("run_id"),
+                        system_metrics_interval=execution.system_metrics_interval_s) as run:
             out.mkdir(parents=True, exist_ok=True)
             train_outputs(run, config, scan, test_scan, out, device, datamodule, command,
                           ckpt_path)
@@ -203,7 +204,8 @@ def _read_sidecar(out: Path) -> dict:
 
 
 def _training_callbacks(run: TrackedRun, config: RunConfig, out: Path) -> tuple[list, object]:
-    """Patch-stats tap (when asked) and the learning-rate monitor (when tracking)."""
+    """Patch-stats tap (when asked); learning-rate monitor and per-epoch timing and memory
+    (when tracking)."""
     callbacks: list = []
     recorder = None
     execution = config.execution
@@ -214,11 +216,13 @@ def _training_callbacks(run: TrackedRun, config: RunConfig, out: Path) -> tuple[
         recorder = PatchStatsRecorder(execution.patch_stats_limit,
                                       execution.patch_stats_dir or out / "analysis")
         recorder.listeners.append(run.log_patch_record)
-        callbacks.append(PatchStatsCallback(recorder))
+        callbacks.append(PatchStatsCallback(recorder, execution.patch_stats_every_epochs))
     if run.loggers:
         from lightning.pytorch.callbacks import LearningRateMonitor
 
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        from tracking.telemetry import RunTelemetryCallback
+
+        callbacks += [LearningRateMonitor(logging_interval="epoch"), RunTelemetryCallback(run)]
     return callbacks, recorder
 
 
@@ -231,7 +235,7 @@ def _score_test_scan(run: TrackedRun, result, test_scan: ScanData, out: Path, de
                       progress=not quiet)
     written = rec.save(test_dir)
     if rec.metrics is not None:
-        run.log_metrics({f"test/{k}": v for k, v in rec.metrics.items()})
+        run.log_final_metrics({f"test/{k}": v for k, v in rec.metrics.items()})
     for name in ("reconstruction.png", "reconstruction.npz", "metrics.json"):
         run.log_artifact(test_dir / name, "test_reconstruction")
     run.log_images([test_dir / "reconstruction.png"])
@@ -258,8 +262,14 @@ def train_outputs(run: TrackedRun, config: RunConfig, scan: ScanData,
                  datamodule=datamodule, ckpt_path=ckpt_path)
     summary = {**result.summary(), "resumed_from": None if ckpt_path is None else str(ckpt_path),
                "mlflow_run_id": run.run_id}
+    checkpoints = sorted((out / CHECKPOINT_DIR).glob("*.ckpt"))
+    run.remember_final_metrics(result.final_metrics)
+    summary["registered_model_version"] = run.log_model(
+        [out / MODEL_FILE, out / CONFIG_FILE],
+        checkpoints if config.execution.log_checkpoints else [],
+        register_as=config.execution.register_model)
     produced = [out / MODEL_FILE, out / CONFIG_FILE, out / "train_summary.json",
-                out / SIDECAR_FILE, *sorted((out / CHECKPOINT_DIR).glob("*.ckpt"))]
+                out / SIDECAR_FILE, *checkpoints]
     if test_scan is not None:
         summary["test"], written = _score_test_scan(run, result, test_scan, out, device,
                                                     config.execution.quiet)

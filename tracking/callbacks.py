@@ -14,15 +14,26 @@ logger = logging.getLogger(__name__)
 class PatchStatsCallback(L.Callback):
     """Arms ``recorder`` on the first ``limit`` train and val batches (sanity checks
     excluded) on ``pl_module.model`` and disarms it after each batch, so later batches run
-    the plain forward path. Its counts and records travel in the Lightning checkpoint, so a
-    resumed run does not instrument its batches again."""
+    the plain forward path; with ``every_epochs`` E also on the first training batch of
+    every E-th epoch and of the last (the same metric series, step = global batch index).
+    Its counts and records travel in the Lightning checkpoint, so a resumed run does not
+    instrument its batches again."""
 
-    def __init__(self, recorder: PatchStatsRecorder):
+    def __init__(self, recorder: PatchStatsRecorder, every_epochs: int | None = None):
         self.recorder = recorder
+        self.every_epochs = every_epochs
         self._val_batches_seen = 0
 
+    def _periodic(self, trainer, batch_idx: int) -> bool:
+        """The first batch of every ``every_epochs``-th epoch (1-based) and of the last."""
+        if not self.every_epochs or batch_idx != 0:
+            return False
+        epoch = trainer.current_epoch
+        return (epoch + 1) % self.every_epochs == 0 or epoch + 1 == trainer.max_epochs
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.recorder.arm(pl_module.model, "train", trainer.global_step)
+        self.recorder.arm(pl_module.model, "train", trainer.global_step,
+                          epoch=trainer.current_epoch, force=self._periodic(trainer, batch_idx))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.recorder.disarm(pl_module.model)

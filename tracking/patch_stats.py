@@ -103,13 +103,16 @@ class PatchStatsRecorder:
     def wants(self, stage_name: str) -> bool:
         return self.counts[stage_name] < self.limit
 
-    def arm(self, target, stage_name: str, step: int) -> bool:
+    def arm(self, target, stage_name: str, step: int, *, epoch: int | None = None,
+            force: bool = False) -> bool:
         """Instrument ``target``'s next forward (anything with a ``patch_stats`` attribute,
-        e.g. PtychoPINN) if this stage name is still under its limit; True when armed.
-        The one way train, val and inference batches are tapped; pair with :meth:`disarm`."""
-        if not self.wants(stage_name):
+        e.g. PtychoPINN) if this stage name is still under its limit, or ``force`` (the
+        periodic records of ``--patch-stats-every-epochs``); True when armed. The one way
+        train, val and inference batches are tapped; pair with :meth:`disarm`. ``epoch``,
+        when given, is kept in the record and labels its row of the patch grid."""
+        if not (force or self.wants(stage_name)):
             return False
-        self.begin(stage_name, step)
+        self.begin(stage_name, step, epoch)
         target.patch_stats = self
         return True
 
@@ -120,9 +123,11 @@ class PatchStatsRecorder:
         target.patch_stats = None
         return self.end()
 
-    def begin(self, stage_name: str, step: int) -> None:
+    def begin(self, stage_name: str, step: int, epoch: int | None = None) -> None:
         self._current = {"stage_name": stage_name, "batch_idx": self.counts[stage_name],
                          "step": int(step), "stages": {}}
+        if epoch is not None:
+            self._current["epoch"] = int(epoch)
 
     def observe(self, stage: str, x: Tensor) -> None:
         """Add one stage's statistics to the armed record (ignored when not armed)."""
@@ -147,6 +152,8 @@ class PatchStatsRecorder:
         for key, value in scales.items():
             self._current[key] = float(torch.as_tensor(value).detach().double().mean())
         name = self._current["stage_name"]
+        if self.counts[name] >= self.limit and "epoch" in self._current:
+            name = f"{name} epoch {self._current['epoch']}"  # a periodic record's own row
         if name not in self._grid_rows:
             self._grid_dirty = True
             self._grid_rows[name] = {
@@ -165,6 +172,8 @@ class PatchStatsRecorder:
                    "step": record["step"], "global_mean": collapse["global_mean"],
                    "global_std": collapse["global_std"],
                    "var_zero_mean": collapse["var_zero_mean"]}
+        if "epoch" in record:
+            summary["epoch"] = record["epoch"]
         for key in ("mean_input_scale", "physics_scale", "object_gain"):
             if key in record:
                 summary[key] = record[key]

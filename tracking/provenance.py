@@ -76,6 +76,46 @@ def environment_tags(device: str, seed: int, command: list[str]) -> dict[str, st
     }
 
 
+def numerics_tags() -> dict[str, str]:
+    """The settings that change float results between otherwise equal runs: cuDNN version
+    and flags, TF32 and float32 matmul precision, deterministic algorithms, and the GPUs
+    (count, names, driver). Read when the run starts training, after the Trainer set them."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
+        if cuda else []
+    cudnn = torch.backends.cudnn
+    return {
+        "numerics.cudnn_version": str(cudnn.version() if cudnn.is_available() else "none"),
+        "numerics.cudnn_benchmark": str(cudnn.benchmark).lower(),
+        "numerics.cudnn_deterministic": str(cudnn.deterministic).lower(),
+        "numerics.cudnn_allow_tf32": str(cudnn.allow_tf32).lower(),
+        "numerics.cuda_matmul_allow_tf32": str(torch.backends.cuda.matmul.allow_tf32).lower(),
+        "numerics.float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "numerics.deterministic_algorithms": str(
+            torch.are_deterministic_algorithms_enabled()).lower(),
+        "gpu.count": str(len(names)),
+        "gpu.names": "; ".join(names) or "none",
+        "gpu.driver": _nvidia_driver() if cuda else "none",
+    }
+
+
+def _nvidia_driver() -> str:
+    """The NVIDIA driver version (nvidia-ml-py), or "unknown"."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # noqa: BLE001 - no NVML, no driver: say so, never fail a run
+        return "unknown"
+
+
 def record_provenance(folder: str | Path, command: list[str], files: list[str | Path]) -> Path:
     """Append what a command wrote into ``folder`` to its provenance.json sidecar."""
     folder = Path(folder)

@@ -108,7 +108,7 @@ class TrackedRun:
                  tracking_uri: str | None = None, experiment_name: str = "ptycho_torch",
                  run_name: str | None = None, device: str = "cpu", seed: int = 0,
                  tags: dict[str, str] | None = None, parent_run_id: str | None = None,
-                 resume_run_id: str | None = None):
+                 resume_run_id: str | None = None, system_metrics_interval: float | None = 5.0):
         self.backends = tuple(loggers)
         self.kind = kind
         self.output_dir = Path(output_dir)
@@ -126,8 +126,13 @@ class TrackedRun:
         self.mlflow_logger = None
         self.tensorboard_logger = None
         self.csv_logger = None
+        self.system_metrics_interval = system_metrics_interval
         self.tracking_failed = False
         self._resumed_params: dict[str, str] = {}
+        self._resumed_tags: dict[str, str] = {}
+        self._hparams: dict[str, object] = {}
+        self._final_metrics: dict[str, float] = {}
+        self._system_monitor = None
         self._previous_sigterm = None
 
     @property
@@ -151,17 +156,25 @@ class TrackedRun:
         if "tensorboard" in self.backends:
             from lightning.pytorch.loggers import TensorBoardLogger
 
-            # the MLflow run name (given or generated) names the TensorBoard folder too
-            name = self.run_name or f"{self.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
             self.tensorboard_logger = TensorBoardLogger(
                 save_dir=str(store_root(self.uri) / "tensorboard"), name=self.experiment_name,
-                version=name, default_hp_metric=False)
+                version=self._tensorboard_folder_name(), default_hp_metric=False)
             self.set_tags({"tensorboard_logdir": str(self.tensorboard_dir)})
         if "csv" in self.backends:
             from lightning.pytorch.loggers import CSVLogger
 
             self.csv_logger = CSVLogger(save_dir=str(self.output_dir), name="csv_logs")
         return self
+
+    def _tensorboard_folder_name(self) -> str:
+        """One folder per run: ``<run name>-<first 8 characters of the MLflow run id>``
+        (``<run name>-<time stamp>`` without MLflow); a resumed run keeps its folder."""
+        earlier = self._resumed_tags.get("tensorboard_logdir")
+        if earlier:
+            return Path(earlier).name
+        name = self.run_name or self.kind
+        suffix = self.run_id[:8] if self.run_id else time.strftime("%Y%m%d-%H%M%S")
+        return f"{name}-{suffix}"
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
@@ -170,7 +183,10 @@ class TrackedRun:
             status = "KILLED"
         else:
             status = "FAILED"
+        self._stop_system_metrics()
         if self.tensorboard_logger is not None:
+            if status == "FINISHED" and self._hparams:
+                self._safely("hparams", self._write_hparams)
             self._safely("tensorboard", lambda: self.tensorboard_logger.finalize("success"))
         if self.run_id is not None:
             self._safely("status", lambda: self.client.set_terminated(self.run_id, status))
@@ -192,6 +208,32 @@ class TrackedRun:
         SafeMLFlowLogger = _safe_mlflow_logger_class()
         self.mlflow_logger = SafeMLFlowLogger(experiment_name=self.experiment_name,
                                               tracking_uri=self.uri, run_id=self.run_id)
+        if self.system_metrics_interval:
+            self._safely("system metrics", self._start_system_metrics)
+
+    # -- system metrics (MLflow's monitor: CPU, memory, disk, network, NVIDIA GPUs) --------
+    def _start_system_metrics(self) -> None:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._system_monitor = SystemMetricsMonitor(
+            self.run_id, sampling_interval=self.system_metrics_interval,
+            resume_logging=self.resume_run_id is not None, tracking_uri=self.uri)
+        self._system_monitor.start()
+
+    def _stop_system_metrics(self) -> None:
+        """Stop sampling; the samples since the last publication are published too, so a
+        run shorter than one interval still gets one point per system metric."""
+        monitor, self._system_monitor = self._system_monitor, None
+        if monitor is None:
+            return
+
+        def stop():
+            monitor.finish()
+            if any(m._metrics for m in monitor.monitors):
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
+
+        self._safely("system metrics", stop)
 
     def _create_run(self) -> None:
         from mlflow import MlflowClient
@@ -230,6 +272,7 @@ class TrackedRun:
         self.run_id = run_id
         self.run_name = run.info.run_name
         self._resumed_params = dict(run.data.params)
+        self._resumed_tags = dict(run.data.tags)
         self.experiment_name = self.client.get_experiment(run.info.experiment_id).name
         resumes = int(run.data.tags.get("resume_count", "0")) + 1
         self.client.update_run(run_id, status="RUNNING")
@@ -278,6 +321,7 @@ class TrackedRun:
     def log_params(self, params: dict[str, object]) -> None:
         """Flat params to every logger (MLflow batched, values as strings)."""
         clean = {key: ("None" if value is None else value) for key, value in params.items()}
+        self._hparams.update(clean)
         # a continued run keeps its params (MLflow refuses to change one): values that
         # differ now, such as a raised max_epochs, become resume.changed.<key> tags
         changed = {key: str(value) for key, value in clean.items()
@@ -295,10 +339,57 @@ class TrackedRun:
         for lg in self.loggers:
             self._safely("metrics", lambda lg=lg: lg.log_metrics(metrics, step))
 
+    def log_final_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Metrics that describe the finished run (reconstruction scores): logged now, and
+        listed beside the params in TensorBoard's HParams tab at the end."""
+        self.log_metrics(metrics, step)
+        self.remember_final_metrics(metrics)
+
+    def remember_final_metrics(self, metrics: dict[str, float]) -> None:
+        """Metrics already logged (a trainer's last losses) for the HParams tab only."""
+        self._final_metrics.update({key: float(value) for key, value in metrics.items()})
+
+    def _write_hparams(self) -> None:
+        """The HParams tab's session: every param, and the final metrics under hparams/."""
+        metrics = {f"hparams/{key}": value for key, value in self._final_metrics.items()}
+        if not metrics:  # the tab lists a run only with at least one metric
+            metrics = {"hparams/finished": 1.0}
+        self.tensorboard_logger.log_hyperparams(self._hparams, metrics=metrics)
+        self.tensorboard_logger.experiment.flush()
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.run_id is not None and Path(path).is_file():
             self._safely("artifact", lambda: self.client.log_artifact(
                 self.run_id, str(path), artifact_path))
+
+    def log_model(self, files: list[Path], checkpoints: list[Path] = (),
+                  register_as: str | None = None) -> str | None:
+        """The trained model's files under the artifact path ``model`` (what
+        ``--model_path runs:/<run id>`` downloads), Lightning checkpoints under
+        ``checkpoints``, and, with ``register_as``, a new version of that registered model
+        (its number is returned)."""
+        from tracking.models import (
+            CHECKPOINT_ARTIFACT_PATH,
+            MODEL_ARTIFACT_PATH,
+            register_model,
+        )
+
+        for path in files:
+            self.log_artifact(path, MODEL_ARTIFACT_PATH)
+        for path in checkpoints:
+            self.log_artifact(path, CHECKPOINT_ARTIFACT_PATH)
+        if register_as is None or self.run_id is None:
+            return None
+        version = None
+
+        def register():
+            nonlocal version
+            version = register_model(self.client, self.run_id, register_as)
+            self.set_tags({"registered_model": f"models:/{register_as}/{version}"})
+            logger.info("registered models:/%s/%s", register_as, version)
+
+        self._safely("model registry", register)
+        return version
 
     def log_dataset(self, path: str | Path, context: str) -> str:
         """Record a dataset file as an MLflow input with its sha256 digest; returns it."""

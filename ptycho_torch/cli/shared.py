@@ -42,6 +42,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def logger_list(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     bad = [name for name in names if name not in LOGGER_CHOICES]
@@ -84,9 +91,30 @@ def add_execution_args(parser: argparse.ArgumentParser, mode: str) -> None:
     stats.add_argument("--patch-stats-dir", default=None,
                        help="where torch_patch_stats.json and torch_patch_grid.png go "
                             "(default: <output_dir>/analysis)")
+    if mode == "train":
+        stats.add_argument("--patch-stats-every-epochs", type=positive_int, default=None,
+                           metavar="E",
+                           help="with --log-patch-stats, also record the first training "
+                                "batch of every E-th epoch and of the last, so a collapse "
+                                "during training shows as a curve (default: off)")
 
     track = add_tracking_args(parser)
     track.add_argument("--run-name", default=None, help="run name shown in the UIs")
+    track.add_argument("--system-metrics-interval", type=non_negative_float, default=5.0,
+                       metavar="SECONDS",
+                       help="seconds between system-metrics samples (CPU, memory, disk, "
+                            "network, NVIDIA GPU utilization and memory) in the MLflow run; "
+                            "0 turns them off (default: %(default)s)")
+    if mode == "train":
+        track.add_argument("--log-checkpoints", action=argparse.BooleanOptionalAction,
+                           default=True,
+                           help="upload the Lightning checkpoints (last, best) as run "
+                                "artifacts beside model/ (default: on; --no-log-checkpoints "
+                                "for large models)")
+        track.add_argument("--register-model", default=None, metavar="NAME",
+                           help="register the trained model in the MLflow model registry as "
+                                "NAME, a new version per run: inference then takes "
+                                "--model_path models:/NAME/<version> (default: not registered)")
     track.add_argument("--parent-run-id", default=None,
                        help="MLflow run id to nest this run under (the baseline passes its "
                             "own; default: none)")
@@ -121,10 +149,14 @@ def build_execution_config_from_args(args: argparse.Namespace, mode: str) -> Exe
         log_patch_stats=args.log_patch_stats,
         patch_stats_limit=args.patch_stats_limit,
         patch_stats_dir=args.patch_stats_dir,
+        patch_stats_every_epochs=getattr(args, "patch_stats_every_epochs", None),
         loggers=args.logger,
         tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
         experiment_name=args.experiment_name,
         run_name=args.run_name,
+        system_metrics_interval_s=args.system_metrics_interval,
+        log_checkpoints=getattr(args, "log_checkpoints", True),
+        register_model=getattr(args, "register_model", None),
     )
 
 
@@ -165,7 +197,7 @@ def configure_logging(quiet: bool) -> None:
     # fit; the user can do nothing about it
     warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
     level = logging.WARNING if quiet else logging.INFO
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow"):
         logging.getLogger(name).setLevel(level)
 
 
