@@ -131,6 +131,10 @@ def test_killed_run_leaves_readable_files_and_resume_finishes_it(scan, tmp_path,
     epochs_logged = {int(m.value) for m in client.get_metric_history(run_id, "epoch")}
     assert epochs_logged == set(range(EPOCHS))
     assert summary["mlflow_run_id"] == run_id
+    # both processes wrote into the run's one TensorBoard folder
+    tensorboard = tmp_path / "mlruns" / "tensorboard" / EXPERIMENT
+    assert [p.name for p in tensorboard.iterdir()] == [f"{run.info.run_name}-{run_id[:8]}"]
+    assert run.data.tags["tensorboard_logdir"].endswith(f"{run.info.run_name}-{run_id[:8]}")
 
     # patch-stats limits count from the first start: nothing instrumented again
     assert "PATCH_STATS" not in caplog.text
@@ -227,5 +231,6 @@ def test_ddp_on_two_cpu_processes_tracks_once(scan, tmp_path, monkeypatch):
     assert sorted(r["stage_name"] for r in records) == ["train", "val"]
     assert layout(ddp) == layout(single)
     tensorboard = tmp_path / "mlruns" / "tensorboard" / EXPERIMENT
-    assert sorted(p.name for p in tensorboard.iterdir()) == ["ddp", "single"]
+    assert sorted(p.name for p in tensorboard.iterdir()) == sorted(
+        f"{r.info.run_name}-{r.info.run_id[:8]}" for r in runs)
     check_every_file_readable(ddp)
