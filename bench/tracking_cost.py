@@ -6,6 +6,7 @@ Two workloads: a short one (1 epoch, 32 groups) whose difference is the fixed co
 and a longer one (3 epochs, 128 groups, batch 4) for the ratio and the cost per step.
 
     python -m bench.tracking_cost --repeats 3
+    python -m bench.tracking_cost --tree before=../old-checkout --tree after=.
 
 prints a markdown table and writes ``bench/results/tracking_cost.json``.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -29,14 +31,16 @@ WORKLOADS = {  # name: train flags
 MODES = {"none": ["--logger", "none"], "tracked": []}
 
 
-def _train(data: Path, work: Path, flags: list[str], mode: str, index: int) -> float:
+def _train(data: Path, work: Path, flags: list[str], mode: str, index: int,
+           tree: Path) -> float:
     out = work / f"{mode}-{index}"
     command = [sys.executable, "-m", "ptycho_torch.train", "--train_data_file", str(data),
                "--output_dir", str(out), "--gridsize", "2", "--n-filters-scale", "1",
                "--val-fraction", "0", "--quiet", *flags, *MODES[mode],
                "--tracking-uri", f"sqlite:///{work / 'store' / 'mlflow.db'}"]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    # cwd = the code tree: `python -m` imports ptycho_torch and tracking from there
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tree)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"training failed ({done.returncode}): {done.stderr[-800:]}")
@@ -48,42 +52,62 @@ def _steps(work: Path, mode: str) -> int:
     return int(summary["global_step"])
 
 
-def measure(repeats: int, data: Path) -> dict:
-    """Median wall seconds per (workload, mode), runs interleaved none/tracked."""
-    rows = {}
-    for name, flags in WORKLOADS.items():
-        with tempfile.TemporaryDirectory(prefix=f"tracking-cost-{name}-") as tmp:
-            work = Path(tmp)
-            # one warm-up of each (page cache, the store's schema), not counted
+def _workload(name: str, flags: list[str], repeats: int, data: Path,
+              trees: dict[str, Path]) -> dict[str, dict]:
+    """One workload: every (tree, mode) run ``repeats`` times, interleaved."""
+    with tempfile.TemporaryDirectory(prefix=f"tracking-cost-{name}-") as tmp:
+        works = {label: Path(tmp) / label for label in trees}
+        # one warm-up of each (page cache, the store's schema), not counted
+        for label, tree in trees.items():
             for mode in MODES:
-                _train(data, work, flags, mode, 99)
-            times: dict[str, list[float]] = {mode: [] for mode in MODES}
-            for index in range(repeats):
+                _train(data, works[label], flags, mode, 99, tree)
+        times = {(label, mode): [] for label in trees for mode in MODES}
+        for index in range(repeats):
+            for label, tree in trees.items():
                 for mode in MODES:
-                    times[mode].append(_train(data, work, flags, mode, index))
-            steps = _steps(work, "none")
-        none, tracked = (statistics.median(times[m]) for m in MODES)
-        rows[name] = {"steps": steps, "none_s": times["none"], "tracked_s": times["tracked"],
-                      "median_none_s": none, "median_tracked_s": tracked,
-                      "ratio": tracked / none, "added_s": tracked - none}
-    short, long_ = rows["short"], rows["long"]
-    per_step = ((long_["added_s"] - short["added_s"])
-                / max(long_["steps"] - short["steps"], 1))
-    return {"rows": rows, "fixed_cost_s": short["added_s"], "per_step_cost_s": per_step,
-            "repeats": repeats, "machine": f"{platform.node()} ({platform.processor() or 'cpu'})"}
+                    times[label, mode].append(_train(data, works[label], flags, mode, index,
+                                                     tree))
+        steps = {label: _steps(works[label], "none") for label in trees}
+    rows = {}
+    for label in trees:
+        none, tracked = (statistics.median(times[label, m]) for m in MODES)
+        rows[label] = {"steps": steps[label], "none_s": times[label, "none"],
+                       "tracked_s": times[label, "tracked"], "median_none_s": none,
+                       "median_tracked_s": tracked, "ratio": tracked / none,
+                       "added_s": tracked - none}
+    return rows
+
+
+def measure(repeats: int, data: Path, trees: dict[str, Path]) -> dict:
+    """Median wall seconds per (workload, code tree, mode), all runs of a workload
+    interleaved: none/tracked, tree after tree."""
+    rows = {name: _workload(name, flags, repeats, data, trees)
+            for name, flags in WORKLOADS.items()}
+    summary = {}
+    for label in trees:
+        short, long_ = rows["short"][label], rows["long"][label]
+        summary[label] = {"fixed_cost_s": short["added_s"],
+                          "per_step_cost_s": (long_["added_s"] - short["added_s"])
+                          / max(long_["steps"] - short["steps"], 1)}
+    return {"rows": rows, "summary": summary, "repeats": repeats,
+            "trees": {label: str(tree) for label, tree in trees.items()},
+            "machine": f"{platform.node()} ({platform.processor() or 'cpu'}, "
+                       f"{os.cpu_count()} cores)"}
 
 
 def to_markdown(result: dict) -> str:
-    lines = ["| workload | steps | median none s | median tracked s | ratio | added s |",
-             "|---|---|---|---|---|---|"]
-    for name, row in result["rows"].items():
-        lines.append(f"| {name} | {row['steps']} | {row['median_none_s']:.2f} | "
-                     f"{row['median_tracked_s']:.2f} | {row['ratio']:.2f} | "
-                     f"{row['added_s']:.2f} |")
+    lines = ["| workload | code | steps | median none s | median tracked s | ratio | "
+             "added s |", "|---|---|---|---|---|---|---|"]
+    for name, by_tree in result["rows"].items():
+        for label, row in by_tree.items():
+            lines.append(f"| {name} | {label} | {row['steps']} | {row['median_none_s']:.2f} | "
+                         f"{row['median_tracked_s']:.2f} | {row['ratio']:.2f} | "
+                         f"{row['added_s']:.2f} |")
     lines.append("")
-    lines.append(f"fixed cost per run: {result['fixed_cost_s']:.2f} s; per step: "
-                 f"{1000 * result['per_step_cost_s']:.1f} ms "
-                 f"({result['repeats']} interleaved repeats, medians)")
+    for label, figures in result["summary"].items():
+        lines.append(f"{label}: fixed cost per run {figures['fixed_cost_s']:.2f} s, per step "
+                     f"{1000 * figures['per_step_cost_s']:.1f} ms")
+    lines.append(f"({result['repeats']} interleaved repeats, medians; {result['machine']})")
     return "\n".join(lines)
 
 
@@ -96,10 +120,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="training NPZ (default: simulate a 256-point scan, N 32, once)")
     parser.add_argument("--output", default="bench/results/tracking_cost.json",
                         help="JSON written with every timing (default: %(default)s)")
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH",
+                        help="a checkout to measure (repeatable: e.g. before=../old "
+                             "after=.), its runs interleaved with the others' "
+                             "(default: this checkout, labelled 'this')")
     args = parser.parse_args(argv)
+    trees = {"this": Path.cwd()}
+    if args.tree:
+        try:
+            trees = {label: Path(path).resolve()
+                     for label, path in (item.split("=", 1) for item in args.tree)}
+        except ValueError:
+            parser.error("--tree takes LABEL=PATH")
     with tempfile.TemporaryDirectory(prefix="tracking-cost-data-") as tmp:
         data = Path(args.data) if args.data else _simulate(Path(tmp))
-        result = measure(args.repeats, data)
+        result = measure(args.repeats, data, trees)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(to_markdown(result))

@@ -28,6 +28,7 @@ from ptycho_torch.data import load_scan
 from ptycho_torch.workflows import group_scan, load_model, reconstruct
 from tracking.provenance import command_line, record_provenance
 from tracking.run import SIDECAR_FILE, TrackedRun, read_sidecar
+from tracking.store import warm_up
 
 logger = logging.getLogger("ptycho_torch.inference")  # not "__main__" under python -m
 
@@ -80,6 +81,7 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     def main() -> int:
         execution = build_execution_config_from_args(args, "inference")
+        warm_up(execution.loggers)  # tracking imports overlap the data loading below
         configure_logging(execution.quiet)
         device = resolve_device(execution.accelerator)
         with tempfile.TemporaryDirectory(prefix="ptycho-model-") as download:

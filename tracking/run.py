@@ -30,6 +30,7 @@ from tracking.store import (
     resolve_tracking_uri,
     store_lock,
     store_root,
+    wait_warm_up,
 )
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class TrackedRun:
         # SIGTERM (a scheduler's kill) ends the run KILLED, like Ctrl-C, never RUNNING
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_killed)
+        wait_warm_up()
         if "mlflow" in self.backends:
             check_reachable(self.uri)
             self._start_mlflow()
