@@ -121,11 +121,13 @@ def run_dump_statistics(client, run_id: str) -> dict[str, float]:
     if "stats.json" not in logged:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
+        files = {}
         for name in DUMP_FILES:
             if name in logged:
-                client.download_artifacts(run_id, f"{RUN_DUMP_FOLDER}/{name}", tmp)
+                local = client.download_artifacts(run_id, f"{RUN_DUMP_FOLDER}/{name}", tmp)
+                files[name] = json.loads(Path(local).read_text())
         try:
-            return read_dump_folder(Path(tmp) / RUN_DUMP_FOLDER)[1]
+            return dump_statistics(files)[1]
         except DumpError as exc:
             logger.warning("run %s: %s/ left out: %s", run_id, RUN_DUMP_FOLDER, exc)
             return {}
