@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -44,6 +45,7 @@ PARAM_NAMES = {"N": ("model.patch_size_px", "data.patch_size_px"),
                "gridsize": ("data.gridsize",), "groups": ("data.n_groups",),
                "batch": ("training.batch_size",), "epochs": ("training.max_epochs",),
                "nphotons": ("data.nphotons", "model.nphotons")}
+logger = logging.getLogger(__name__)
 RECORD_NUMBERS = ("global_mean", "global_std", "var_zero_mean", "mean_input_scale",
                   "physics_scale", "object_gain")
 
@@ -219,12 +221,15 @@ def reference_tags(record: dict, directory: Path) -> dict[str, str]:
     implementation = str(producer.get("implementation") or "unknown")
     commit = str(producer.get("commit") or "unknown")
     version = producer.get("version")
+    settings = producer.get("settings")
+    seed = settings.get("seed") if isinstance(settings, dict) else None
     tags = {"implementation": implementation, "producer.commit": commit,
             "producer.script": str(producer.get("script") or "unknown"),
             "reference.dir": str(directory.resolve()),
             "mlflow.source.git.commit": commit,
             "device": "unknown", "device_name": "unknown",
-            "torch_version": "n/a", "cuda_version": "n/a"}
+            "torch_version": "n/a", "cuda_version": "n/a",
+            "seed": "unknown" if seed is None else str(seed)}
     if isinstance(version, dict):
         tags["producer.version"] = json.dumps(version, sort_keys=True)
         tags.update({f"producer.version.{k}": str(v) for k, v in version.items()})
@@ -289,6 +294,9 @@ def register(directory: str | Path, *, library: Library | None = None,
         if library is None:
             raise ReferenceError("--scan needs ptycho_torch's scan loader (use cli_main)")
         scan = _scan_for_scoring(library, scan_path, record, reconstruction)
+        if reconstruction is None:
+            logger.warning("%s names no reconstruction: --scan is logged as the run's "
+                           "dataset, nothing is scored", RECORD_FILE)
     implementation = str((record.get("producer") or {}).get("implementation") or "unknown")
     summary = {"implementation": implementation, "records": len(record["records"]),
                "metrics": None}

@@ -22,7 +22,7 @@ from tracking.tf_dump import read_dump_folder
 
 PRODUCER = {"implementation": "tensorflow", "version": {"tensorflow": "2.21.0", "numpy": "2"},
             "commit": "712c23f", "script": "tools/tf_reference_record.py",
-            "settings": {"batch_groups": 4}}
+            "settings": {"batch_groups": 4, "seed": 45}}
 
 
 def _record(records: list[dict], **fields) -> dict:
@@ -97,7 +97,9 @@ def test_registered_record_round_trips_in_mlflow(tracked_pair, torch_records, re
     assert tags["producer.commit"] == "712c23f" == tags["mlflow.source.git.commit"]
     assert tags["producer.version.tensorflow"] == "2.21.0"
     assert tags["producer.script"] == "tools/tf_reference_record.py"
+    # environment tags speak of the producer, not of the machine that registered it
     assert tags["device"] == "unknown" and tags["torch_version"] == "n/a"
+    assert tags["seed"] == "45"
     train_params = client.get_run(tracked_pair["train_run_id"]).data.params
     params = run.data.params
     # our config names, and the values our own train run logged under them
