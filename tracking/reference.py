@@ -112,8 +112,9 @@ def check_records(records: list, source: Path, strict: bool) -> None:
         if not isinstance(record, dict) or not isinstance(record.get("stage_name"), str):
             raise ReferenceError(f"{where}: an object with a string 'stage_name' expected")
         stages = record.get("stages", {})
-        if not isinstance(stages, dict):
-            raise ReferenceError(f"{where}: 'stages' must be an object")
+        if not isinstance(stages, dict) or not all(isinstance(v, dict)
+                                                   for v in stages.values()):
+            raise ReferenceError(f"{where}: 'stages' must be an object of objects")
         for key in RECORD_NUMBERS:
             if key in record and not _is_number(record[key]):
                 raise ReferenceError(f"{where}: '{key}' is not a number")
@@ -125,8 +126,8 @@ def check_records(records: list, source: Path, strict: bool) -> None:
             raise ReferenceError(f"{where}: 'step' must be an integer")
         for stage, stats in stages.items():
             needed = (*BATCH_KEYS, "running_min", "running_max")
-            missing = [k for k in needed if not _is_number((stats or {}).get(k))]
-            per_patch = (stats or {}).get("per_patch") if isinstance(stats, dict) else None
+            missing = [k for k in needed if not _is_number(stats.get(k))]
+            per_patch = stats.get("per_patch")
             if not isinstance(per_patch, dict) or not isinstance(
                     per_patch.get("var_zero_mean"), list):
                 missing.append("per_patch.var_zero_mean")
