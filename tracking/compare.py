@@ -107,6 +107,9 @@ def _run_columns(client, run_ids: list[str]) -> dict[str, dict[str, float]]:
         else:
             stats = {key[len("patch/"):]: value for key, value in run.data.metrics.items()
                      if key.startswith("patch/")}
+        from tracking.tf_dump import run_dump_statistics
+
+        stats.update(run_dump_statistics(client, run_id))  # forward_parity_debug/, if logged
         if not stats:
             raise CompareError(f"run {run_id}: no patch statistics (was --log-patch-stats on?)")
         label = run.info.run_name or run_id
@@ -126,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how many latest runs with --experiment (default: %(default)s)")
     parser.add_argument("--kind", choices=["train", "inference"], default=None,
                         help="with --experiment: only runs of this kind")
-    parser.add_argument("--reference", default=None,
-                        help="patch-stats JSON from another implementation; becomes the "
-                             "baseline column")
+    parser.add_argument("--reference", action="append", default=[],
+                        help="a records JSON or reference record, or a folder holding one "
+                             "and/or a debug dump (ours or the TF reference's); the first "
+                             "column(s); repeatable (docs/reference_record.md)")
     parser.add_argument("--tolerance", type=float, default=0.10,
                         help="relative tolerance per statistic (default: %(default)s)")
     parser.add_argument("--keys", default=None,
@@ -157,15 +161,14 @@ def _main(args: argparse.Namespace) -> int:
     if args.tolerance < 0:
         raise CompareError(f"--tolerance must be >= 0, got {args.tolerance}")
     columns: dict[str, dict[str, float]] = {}
-    if args.reference:
-        path = Path(args.reference)
+    for reference in args.reference:
+        from tracking.reference import ReferenceError, reference_column
+
         try:
-            records = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CompareError(f"--reference {path}: not a readable JSON file ({exc})") from exc
-        if not isinstance(records, list) or not records:
-            raise CompareError(f"--reference {path}: a non-empty JSON list of records expected")
-        columns[f"reference ({path.name})"] = summarize_records(records)
+            label, stats = reference_column(reference)
+        except ReferenceError as exc:
+            raise CompareError(f"--reference {exc}") from exc
+        columns[label if label not in columns else f"{label} #{len(columns) + 1}"] = stats
     run_ids = list(args.run_ids)
     if run_ids or args.experiment:
         from mlflow import MlflowClient
