@@ -1,9 +1,12 @@
 """python -m tracking.compare: patch statistics of runs side by side, with a parity verdict.
 
 Each run's statistics come from its ``analysis/torch_patch_stats.json`` artifact (mean over
-its instrumented batches); a ``--reference`` JSON from another implementation (same
-schema) becomes the first column. The first column is the baseline: every other value gets
-its relative difference to it, and a row passes when all are within ``--tolerance``.
+its instrumented batches); a ``--reference`` (a record JSON, or a folder with a record
+and/or a debug dump, ours or the TF reference's) becomes the first column(s). The first
+column is the baseline: every other value gets its relative difference to it, and a row
+passes when all are within ``--tolerance``. Below the table: the params and tags (device,
+versions, numerics, dataset digests) that differ between the runs; beside compare.md a
+picture, compare.png (parity keys per column, per-patch var_zero_mean distributions).
 Exit 0 when every row passes, 1 when any fails, 2 on bad input.
 """
 
@@ -89,19 +92,71 @@ def to_markdown(rows: list[dict], names: list[str], tolerance: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_columns(client, run_ids: list[str]) -> dict[str, dict[str, float]]:
-    columns = {}
+CONTEXT_TAGS = ("device", "device_name", "torch_version", "cuda_version", "python_version",
+                "git_commit", "git_dirty", "seed", "implementation")
+CONTEXT_TAG_PREFIXES = ("numerics.", "gpu.", "dataset.", "producer.")
+
+
+def run_context(run) -> dict[str, str]:
+    """What may explain a difference between runs: every param (``param:<name>``), and the
+    tags naming device, versions, numerics settings and dataset digests (``tag:<name>``)."""
+    context = {f"param:{key}": value for key, value in run.data.params.items()}
+    for key, value in run.data.tags.items():
+        if key in CONTEXT_TAGS or key.startswith(CONTEXT_TAG_PREFIXES):
+            if key.startswith("dataset.") and key.endswith(".file"):
+                continue  # the path differs between machines; the sha256 says what matters
+            context[f"tag:{key}"] = value
+    return context
+
+
+def context_differences(contexts: dict[str, dict[str, str]]) -> list[dict]:
+    """Keys whose values are not the same in every column (missing counts as a value)."""
+    keys = sorted(set().union(*(set(c) for c in contexts.values())))
+    rows = []
+    for key in keys:
+        values = {name: context.get(key) for name, context in contexts.items()}
+        if len(set(values.values())) > 1:
+            rows.append({"key": key, "values": values})
+    return rows
+
+
+def differences_markdown(rows: list[dict], names: list[str]) -> str:
+    if not rows:
+        return "\nParams, device, versions, numerics and dataset digests: the same in all runs.\n"
+    lines = ["", "What differs between the runs (params, device, versions, numerics, datasets):",
+             "", "| param / tag | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for row in rows:
+        cells = " | ".join("—" if row["values"][n] is None else _short(row["values"][n])
+                           for n in names)
+        lines.append(f"| {row['key']} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def _short(value: str, limit: int = 40) -> str:
+    value = value.replace("|", "\\|")
+    return value if len(value) <= limit else value[:limit - 1] + "…"
+
+
+def _run_records(client, run_id: str) -> list[dict] | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "analysis/torch_patch_stats.json", tmp)
+            return json.loads(Path(path).read_text())
+        except Exception:  # noqa: BLE001 - no artifact: the caller falls back to metrics
+            return None
+
+
+def _run_columns(client, run_ids: list[str]) -> tuple[dict[str, dict[str, float]],
+                                                      dict[str, dict[str, str]],
+                                                      dict[str, list[dict]]]:
+    """Per run: its statistics column, its context (params and tags) and its records."""
+    columns, contexts, records_by = {}, {}, {}
     for run_id in run_ids:
         try:
             run = client.get_run(run_id)
         except Exception as exc:  # noqa: BLE001 - backend errors become one line
             raise CompareError(f"run {run_id}: not found ({str(exc).splitlines()[0]})") from exc
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = client.download_artifacts(run_id, "analysis/torch_patch_stats.json", tmp)
-                records = json.loads(Path(path).read_text())
-            except Exception:  # noqa: BLE001 - fall back to the logged metrics
-                records = None
+        records = _run_records(client, run_id)
         if records:
             stats = summarize_records(records)
         else:
@@ -112,9 +167,9 @@ def _run_columns(client, run_ids: list[str]) -> dict[str, dict[str, float]]:
         stats.update(run_dump_statistics(client, run_id))  # forward_parity_debug/, if logged
         if not stats:
             raise CompareError(f"run {run_id}: no patch statistics (was --log-patch-stats on?)")
-        label = run.info.run_name or run_id
-        columns[f"{label} ({run_id[:8]})"] = stats
-    return columns
+        label = f"{run.info.run_name or run_id} ({run_id[:8]})"
+        columns[label], contexts[label], records_by[label] = stats, run_context(run), records or []
+    return columns, contexts, records_by
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the "
                              "embedded sqlite:///mlruns/mlflow.db)")
     parser.add_argument("--output-dir", default="compare_reports",
-                        help="folder for compare.md and compare.json (default: %(default)s)")
+                        help="folder for compare.md, compare.json and compare.png "
+                             "(default: %(default)s)")
+    parser.add_argument("--log-to", default=None, metavar="RUN_ID",
+                        help="also log compare.md, compare.json and compare.png as artifacts "
+                             "(under compare/) of this MLflow run")
     return parser
 
 
@@ -156,11 +215,14 @@ def cli_main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from tracking.store import resolve_tracking_uri
-
     if args.tolerance < 0:
         raise CompareError(f"--tolerance must be >= 0, got {args.tolerance}")
+    if args.log_to:  # checked before anything is written
+        _check_run(_client(args), args.log_to, "--log-to")
     columns: dict[str, dict[str, float]] = {}
+    contexts: dict[str, dict[str, str]] = {}
+    records_by: dict[str, list[dict]] = {}
+    client = None
     for reference in args.reference:
         from tracking.reference import ReferenceError, reference_column
 
@@ -171,9 +233,7 @@ def _main(args: argparse.Namespace) -> int:
         columns[label if label not in columns else f"{label} #{len(columns) + 1}"] = stats
     run_ids = list(args.run_ids)
     if run_ids or args.experiment:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=resolve_tracking_uri(args.tracking_uri))
+        client = _client(args)
         if args.experiment:
             experiment = client.get_experiment_by_name(args.experiment)
             if experiment is None:
@@ -183,23 +243,60 @@ def _main(args: argparse.Namespace) -> int:
                                       order_by=["attributes.start_time DESC"],
                                       max_results=args.last)
             run_ids += [run.info.run_id for run in reversed(runs)]
-        columns.update(_run_columns(client, run_ids))
+        run_columns, contexts, records_by = _run_columns(client, run_ids)
+        columns.update(run_columns)
     if len(columns) < 2:
-        raise CompareError("need two or more runs, or a run and --reference")
+        raise CompareError("need two or more columns: runs and/or --reference paths")
     rows = compare(columns, args.tolerance, args.keys)
     if not rows:
         raise CompareError("no statistic is common to all columns")
     names = list(columns)
+    differences = context_differences(contexts) if len(contexts) >= 2 else []
     markdown = to_markdown(rows, names, args.tolerance)
+    if len(contexts) >= 2:
+        markdown += differences_markdown(differences, list(contexts))
     print(markdown, end="")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from tracking.compare_figure import save_compare_png
     from tracking.files import atomic_write_json, atomic_write_text
 
     atomic_write_text(out / "compare.md", markdown)
     atomic_write_json(out / "compare.json", {"tolerance": args.tolerance, "columns": names,
-                                             "rows": rows})
+                                             "rows": rows, "differences": differences})
+    save_compare_png(out / "compare.png", rows, names, args.tolerance, records_by)
+    if args.log_to:
+        _log_report(client, args, out)
     return 1 if any(row["verdict"] == "FAIL" for row in rows) else 0
+
+
+_CLIENTS: dict[str, object] = {}
+
+
+def _client(args: argparse.Namespace):
+    from mlflow import MlflowClient
+
+    from tracking.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if uri not in _CLIENTS:
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+    return _CLIENTS[uri]
+
+
+def _check_run(client, run_id: str, flag: str) -> None:
+    try:
+        client.get_run(run_id)
+    except Exception as exc:  # noqa: BLE001 - backend errors become one line
+        raise CompareError(f"{flag} {run_id}: not found ({str(exc).splitlines()[0]})") from exc
+
+
+def _log_report(client, args: argparse.Namespace, out: Path) -> None:
+    """compare.md/json/png as artifacts of run ``--log-to`` (under compare/)."""
+    client = client or _client(args)
+    for name in ("compare.md", "compare.json", "compare.png"):
+        client.log_artifact(args.log_to, str(out / name), "compare")
+    logger.info("logged the report to run %s (compare/)", args.log_to)
 
 
 if __name__ == "__main__":

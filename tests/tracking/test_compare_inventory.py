@@ -73,6 +73,45 @@ def test_different_nphotons_fails_physics_scale(tracked_pair, same_and_other_run
     assert rows["train/mean_input_scale"]["verdict"] == "PASS"
 
 
+def test_a_fail_names_the_param_that_differs_and_draws_it(tracked_pair, same_and_other_runs,
+                                                          tmp_path):
+    from mlflow import MlflowClient
+    from PIL import Image
+
+    first, other = tracked_pair["train_run_id"], same_and_other_runs["other"]
+    assert _compare(tmp_path, first, other, "--tracking-uri", tracked_pair["uri"],
+                    "--log-to", other) == 1
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    differ = {row["key"]: list(row["values"].values()) for row in report["differences"]}
+    assert differ["param:model.nphotons"] == ["1000000.0", "1000.0"]
+    assert differ["param:data.nphotons"] == ["1000000.0", "1000.0"]
+    # same device, versions, numerics settings and dataset: none of them is listed
+    assert not [key for key in differ if key.startswith("tag:")]
+    markdown = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| param:model.nphotons | 1000000.0 | 1000.0 |" in markdown
+    with Image.open(tmp_path / "cmp" / "compare.png") as image:
+        assert image.format == "PNG" and image.width > 1000
+    client = MlflowClient(tracking_uri=tracked_pair["uri"])
+    logged = {a.path for a in client.list_artifacts(other, "compare")}
+    assert logged == {"compare/compare.md", "compare/compare.json", "compare/compare.png"}
+
+
+def test_identical_runs_list_no_differences(tracked_pair, same_and_other_runs, tmp_path):
+    assert _compare(tmp_path, tracked_pair["train_run_id"], same_and_other_runs["same"],
+                    "--tracking-uri", tracked_pair["uri"]) == 0
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert report["differences"] == []
+    assert "the same in all runs" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_log_to_an_unknown_run_writes_nothing(tracked_pair, same_and_other_runs, tmp_path,
+                                              capsys):
+    assert _compare(tmp_path, tracked_pair["train_run_id"], same_and_other_runs["same"],
+                    "--tracking-uri", tracked_pair["uri"], "--log-to", "f" * 32) == 2
+    assert "--log-to" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_run_against_its_own_reference_json(tracked_pair, tmp_path, capsys):
     reference = tracked_pair["out"] / "analysis" / "torch_patch_stats.json"
     assert _compare(tmp_path, tracked_pair["train_run_id"], "--reference", str(reference),
