@@ -190,6 +190,8 @@ class TrackedRun:
             if status == "FINISHED" and self._hparams:
                 self._safely("hparams", self._write_hparams)
             self._safely("tensorboard", lambda: self.tensorboard_logger.finalize("success"))
+        if self.csv_logger is not None:  # its metrics.csv is written on save only
+            self._safely("csv", lambda: self.csv_logger.finalize("success"))
         if self.run_id is not None:
             self._safely("status", lambda: self.client.set_terminated(self.run_id, status))
             logger.info("MLflow run %s (%s) ended %s in %s", self.run_id, self.kind, status,

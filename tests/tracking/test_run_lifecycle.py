@@ -205,3 +205,23 @@ def test_unknown_model_uri_is_one_line_exit_2(tmp_path, capsys, monkeypatch, uri
     assert len(err) == 1 and message in err[0] and err[0].startswith(
         "python -m ptycho_torch.inference: error:")
     assert not out.exists()
+
+
+def test_csv_logger_writes_metrics_for_train_and_inference(tmp_path, monkeypatch):
+    import csv
+
+    monkeypatch.chdir(tmp_path)
+    data, out, inf = tmp_path / "train.npz", tmp_path / "out", tmp_path / "inf"
+    write_random_stub(data, n=12, big_n=16)
+    assert train.cli_main(train_argv(data, out, None, "--logger", "csv", epochs=1)) == 0
+    assert inference.cli_main(["--model_path", str(out), "--test_data", str(data),
+                               "--output_dir", str(inf), "--quiet", "--logger", "csv"]) == 0
+
+    def columns(folder: Path) -> set[str]:
+        (path,) = folder.glob("csv_logs/version_*/metrics.csv")
+        with path.open() as handle:
+            return set(next(csv.reader(handle)))
+
+    assert {"train_loss_epoch", "perf/epoch_seconds"} <= columns(out)
+    assert {"inference/seconds", "inference/patterns_per_s"} <= columns(inf)
+    assert not (tmp_path / "mlruns").exists()  # csv alone: no MLflow store, no TensorBoard
