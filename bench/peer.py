@@ -216,7 +216,7 @@ def run_ours(model_dir: Path, scan, device: str, batch_size: int, repeats: int) 
         positions = grouped.positions.reshape(-1, 2).numpy()
         shape, origin = canvas_frame(positions, n, scan.object_guess.shape)
         obj, weight = predict_and_stitch(model, grouped, shape, origin, device, batch_size,
-                                  progress=False)
+                                         crop, progress=False)
         return obj, weight, len(grouped), positions.shape[0]
 
     once()  # warm-up: allocator, kernels, caches
