@@ -37,7 +37,7 @@ def device_name(device: str) -> str:
 
     if device == "cuda":
         return machine_name(device)
-    return f"{machine_name(device)}, {torch.get_num_threads()} torch threads"
+    return f"{machine_name(device)}, {torch.get_num_threads()} torch thread(s)"
 
 
 def today() -> str:
