@@ -148,7 +148,7 @@ def prepare_model(args: argparse.Namespace, data_dir: Path) -> ModelInfo:
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Data, model, comparison, report files; the markdown is printed."""
     from bench.peer.report import write_report
-    from ptycho_torch.data import load_scan
+    from ptycho_torch import load_scan
 
     data_dir = Path(args.data_dir)
     ensure_data(data_dir, args.seed)
