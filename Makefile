@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check ptycho_torch tracking tests
+	$(PY) -m ruff check ptycho_torch tracking tests bench tools
 
 clean:
 	rm -rf $(VENV) outputs mlruns .pytest_cache

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.common import results_dir, today, write_results
 
 # name -> (simulate flags, train flags[, split trained on]); all train with gridsize 2,
 # batch 16, Poisson loss unless their flags say otherwise (later flags win), on train.npz
@@ -65,57 +65,76 @@ def _run(command: list[str], log: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: int,
-               reuse: bool = False) -> dict:
-    sim_flags, train_flags, *rest = CONFIGS[name]
-    train_split = rest[0] if rest else "train"
+def train_split(name: str) -> str:
+    """The split a configuration trains on: "train", or the third entry of its CONFIGS row."""
+    return CONFIGS[name][2] if len(CONFIGS[name]) > 2 else "train"
+
+
+def config_commands(name: str, folder: Path, minutes: float, accelerator: str,
+                    seed: int) -> dict[str, list[str]]:
+    """The CLI commands of one configuration by step: simulate, train, and three scorings."""
+    sim_flags, train_flags, *_ = CONFIGS[name]
+    split = train_split(name)
     python = sys.executable
-    folder = work / name
-    data, model, inference = folder / "data", folder / "model", folder / "inference"
-    folder.mkdir(parents=True, exist_ok=True)
+    data, model = folder / "data", folder / "model"
 
     def infer(split: str, out: Path, *extra: str) -> list[str]:
         return [python, "-m", "ptycho_torch.inference", "--model_path", str(model),
                 "--test_data", str(data / f"{split}.npz"), "--output_dir", str(out), *extra,
                 "--accelerator", accelerator, "--logger", "none", "--quiet"]
 
-    commands = {
+    return {
         "simulate": [python, "-m", "ptycho_torch.simulate", "--output-dir", str(data),
                      "--seed", str(seed), *sim_flags],
         "train": [python, "-m", "ptycho_torch.train", "--train_data_file",
-                  str(data / f"{train_split}.npz"), "--output_dir", str(model), "--gridsize", "2",
+                  str(data / f"{split}.npz"), "--output_dir", str(model), "--gridsize", "2",
                   "--batch_size", "16", "--max_epochs", "100000", "--max-time", str(minutes),
                   "--seed", str(seed), "--accelerator", accelerator, "--logger", "none",
                   "--quiet", *train_flags],
-        "inference": infer("test", inference),
+        "inference": infer("test", folder / "inference"),
         # the same model and scan, overlaps averaged with the probe intensity as weight
         "inference-probe": infer("test", folder / "inference-probe", "--stitch-weight",
                                  "probe"),
         # the split it trained on, scored too: the gap to test.npz is generalization
         "inference-train": infer("train", folder / "inference-train"),
     }
-    done = all((path / name).is_file() for path, name in [
-        (model, "train_summary.json"), (inference, "metrics.json"),
-        (folder / "inference-train", "metrics.json"),
-        (folder / "inference-probe", "metrics.json")])
-    if reuse and done and json.loads((model / "config.json").read_text())["training"][
-            "max_time_minutes"] == minutes:
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def is_finished(folder: Path, minutes: float) -> bool:
+    """Every output of the configuration is there, trained with the same budget."""
+    outputs = [folder / "model" / "train_summary.json",
+               *(folder / step / "metrics.json"
+                 for step in ("inference", "inference-train", "inference-probe"))]
+    return all(path.is_file() for path in outputs) and _read_json(
+        folder / "model" / "config.json")["training"]["max_time_minutes"] == minutes
+
+
+def run_config(name: str, work: Path, minutes: float, accelerator: str, seed: int,
+               reuse: bool = False) -> dict:
+    """One configuration's row: its commands run (or reused), their outputs read back."""
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    commands = config_commands(name, folder, minutes, accelerator, seed)
+    if reuse and is_finished(folder, minutes):
         print(f"reusing {folder} (same budget, finished)", flush=True)
         seconds = {}
     else:
         seconds = {step: _run(cmd, folder / f"{step}.log") for step, cmd in commands.items()}
-    summary = json.loads((model / "train_summary.json").read_text())
-    metrics = json.loads((inference / "metrics.json").read_text())
-    train_metrics = json.loads((folder / "inference-train" / "metrics.json").read_text())
-    probe_metrics = json.loads((folder / "inference-probe" / "metrics.json").read_text())
-    return {"name": name, "trained_on": f"{train_split}.npz", "train_metrics": train_metrics,
-            "probe_stitch_metrics": probe_metrics,
+    summary = _read_json(folder / "model" / "train_summary.json")
+    return {"name": name, "trained_on": f"{train_split(name)}.npz",
+            "train_metrics": _read_json(folder / "inference-train" / "metrics.json"),
+            "probe_stitch_metrics": _read_json(folder / "inference-probe" / "metrics.json"),
             "commands": {k: " ".join(v) for k, v in commands.items()},
             "seconds": seconds, "train_seconds": summary["seconds"],
             "epochs": summary["epochs"], "global_step": summary["global_step"],
-            "n_train_groups": summary["n_train_groups"], "metrics": metrics,
-            "reconstruction": str(inference / "reconstruction.npz"),
-            "test_data": str(data / "test.npz")}
+            "n_train_groups": summary["n_train_groups"],
+            "metrics": _read_json(folder / "inference" / "metrics.json"),
+            "reconstruction": str(folder / "inference" / "reconstruction.npz"),
+            "test_data": str(folder / "data" / "test.npz")}
 
 
 def to_markdown(result: dict) -> str:
@@ -209,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="keep configurations already finished in --work with the same "
                              "budget instead of running them again")
-    parser.add_argument("--out", default=str(RESULTS),
+    parser.add_argument("--out", default=str(results_dir()),
                         help="folder for the result files (default: bench/results)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
@@ -220,15 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--minutes must be > 0")
     rows = [run_config(name, Path(args.work), args.minutes, args.accelerator, args.seed,
                        args.reuse) for name in names]
-    result = {"date": time.strftime("%Y-%m-%d"), "device": args.accelerator,
+    result = {"date": today(), "device": args.accelerator,
               "minutes": args.minutes, "seed": args.seed, "rows": rows}
     markdown = to_markdown(result)
     print(markdown)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{result['date']}-{args.accelerator}-quality"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown)
+    stem = Path(args.out) / f"{result['date']}-{args.accelerator}-quality"
+    write_results(stem, result, markdown)
     save_montage(rows, stem.with_suffix(".png"))
     print(f"wrote {stem}.json, .md and .png")
     return 0

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from bench.__main__ import bench_inference, to_markdown
+from bench.inference_speed import bench_inference
+from bench.tables import to_markdown
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="peak RSS reset needs /proc/self/clear_refs")
