@@ -20,12 +20,12 @@ TRACKING = "default loggers, stats off"
 STARTUP = "start-up only (--help)"
 
 
-def run_train_cli(args: list[str]) -> float:
-    """Wall seconds of one ``python -m ptycho_torch.train`` process; RuntimeError (with its
-    last output lines) when it fails."""
+def run_train_cli(args: list[str], cwd: Path | None = None) -> float:
+    """Wall seconds of one ``python -m ptycho_torch.train`` process (run in ``cwd``: the code
+    tree it imports); RuntimeError (with its last output lines) when it fails."""
     command = [sys.executable, "-m", "ptycho_torch.train", *args]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])

@@ -8,21 +8,21 @@ and a longer one (3 epochs, 128 groups, batch 4) for the ratio and the cost per 
     python -m bench.tracking_cost --repeats 3
     python -m bench.tracking_cost --tree before=../old-checkout --tree after=.
 
-prints a markdown table and writes ``bench/results/tracking_cost.json``.
+prints a markdown table and writes ``bench/results/<date>-tracking-cost.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench.common import device_name, results_dir, today, write_results
+from bench.overheads import run_train_cli
 
 WORKLOADS = {  # name: train flags
     "short": ["--n_images", "32", "--max_epochs", "1", "--batch_size", "8"],
@@ -34,17 +34,10 @@ MODES = {"none": ["--logger", "none"], "tracked": []}
 def _train(data: Path, work: Path, flags: list[str], mode: str, index: int,
            tree: Path) -> float:
     out = work / f"{mode}-{index}"
-    command = [sys.executable, "-m", "ptycho_torch.train", "--train_data_file", str(data),
-               "--output_dir", str(out), "--gridsize", "2", "--n-filters-scale", "1",
-               "--val-fraction", "0", "--quiet", *flags, *MODES[mode],
-               "--tracking-uri", f"sqlite:///{work / 'store' / 'mlflow.db'}"]
-    started = time.perf_counter()
-    # cwd = the code tree: `python -m` imports ptycho_torch and tracking from there
-    done = subprocess.run(command, capture_output=True, text=True, cwd=tree)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"training failed ({done.returncode}): {done.stderr[-800:]}")
-    return seconds
+    return run_train_cli(["--train_data_file", str(data), "--output_dir", str(out),
+                          "--gridsize", "2", "--n-filters-scale", "1", "--val-fraction", "0",
+                          "--quiet", *flags, *MODES[mode], "--tracking-uri",
+                          f"sqlite:///{work / 'store' / 'mlflow.db'}"], cwd=tree)
 
 
 def _steps(work: Path, mode: str) -> int:
@@ -91,8 +84,7 @@ def measure(repeats: int, data: Path, trees: dict[str, Path]) -> dict:
                           / max(long_["steps"] - short["steps"], 1)}
     return {"rows": rows, "summary": summary, "repeats": repeats,
             "trees": {label: str(tree) for label, tree in trees.items()},
-            "machine": f"{platform.node()} ({platform.processor() or 'cpu'}, "
-                       f"{os.cpu_count()} cores)"}
+            "machine": device_name("cpu")}
 
 
 def to_markdown(result: dict) -> str:
@@ -118,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="interleaved repeats per workload and mode (default: %(default)s)")
     parser.add_argument("--data", default=None,
                         help="training NPZ (default: simulate a 256-point scan, N 32, once)")
-    parser.add_argument("--output", default="bench/results/tracking_cost.json",
-                        help="JSON written with every timing (default: %(default)s)")
+    parser.add_argument("--out", default=None,
+                        help="folder for <date>-tracking-cost.json/.md "
+                             "(default: bench/results)")
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH",
                         help="a checkout to measure (repeatable: e.g. before=../old "
                              "after=.), its runs interleaved with the others' "
@@ -135,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tracking-cost-data-") as tmp:
         data = Path(args.data) if args.data else _simulate(Path(tmp))
         result = measure(args.repeats, data, trees)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(to_markdown(result))
+    markdown = to_markdown(result)
+    folder = Path(args.out) if args.out else results_dir()
+    write_results(folder / f"{today()}-tracking-cost", result, markdown + "\n")
+    print(markdown)
     return 0
 
 
