@@ -110,13 +110,14 @@ def run_context(run) -> dict[str, str]:
 
 
 def context_differences(contexts: dict[str, dict[str, str]]) -> list[dict]:
-    """Keys whose values are not the same in every column (missing counts as a value)."""
+    """Keys whose values are not the same in every column; ``"missing": True`` when some
+    column lacks the key (another kind of run, another implementation, older code)."""
     keys = sorted(set().union(*(set(c) for c in contexts.values())))
     rows = []
     for key in keys:
         values = {name: context.get(key) for name, context in contexts.items()}
         if len(set(values.values())) > 1:
-            rows.append({"key": key, "values": values})
+            rows.append({"key": key, "values": values, "missing": None in values.values()})
     return rows
 
 
@@ -124,11 +125,19 @@ def differences_markdown(rows: list[dict], names: list[str]) -> str:
     if not rows:
         return "\nParams, device, versions, numerics and dataset digests: the same in all runs.\n"
     lines = ["", "What differs between the runs (params, device, versions, numerics, datasets):",
-             "", "| param / tag | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
-    for row in rows:
-        cells = " | ".join("—" if row["values"][n] is None else _short(row["values"][n])
-                           for n in names)
-        lines.append(f"| {row['key']} | {cells} |")
+             ""]
+    differing = [row for row in rows if not row["missing"]]
+    if differing:
+        lines += ["| param / tag | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        for row in differing:
+            cells = " | ".join(_short(row["values"][n]) for n in names)
+            lines.append(f"| {row['key']} | {cells} |")
+    else:
+        lines.append("No param or tag that all runs have differs.")
+    partial = [row["key"] for row in rows if row["missing"]]
+    if partial:
+        lines += ["", f"Present in some runs only ({len(partial)}; values in compare.json): "
+                  + ", ".join(f"`{key}`" for key in partial)]
     return "\n".join(lines) + "\n"
 
 

@@ -197,7 +197,9 @@ def configure_logging(quiet: bool) -> None:
     # fit; the user can do nothing about it
     warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
     level = logging.WARNING if quiet else logging.INFO
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow"):
+    # (mlflow sets its own top logger's level when imported: its children are set here)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow.system_metrics",
+                 "mlflow.store", "alembic"):
         logging.getLogger(name).setLevel(level)
 
 
