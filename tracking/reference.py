@@ -348,7 +348,7 @@ def _log_reconstruction(run, library: Library, rec: dict, scan, record: dict,
         run.log_artifact(path)
     run.log_images([folder / "reconstruction.png"])
     if metrics:
-        run.log_metrics(metrics)
+        run.log_final_metrics(metrics)
     return metrics
 
 

@@ -354,12 +354,25 @@ class TrackedRun:
         self._final_metrics.update({key: float(value) for key, value in metrics.items()})
 
     def _write_hparams(self) -> None:
-        """The HParams tab's session: every param, and the final metrics under hparams/."""
+        """The HParams tab's session: every param, and the final metrics as the scalars
+        ``hparams/<name>``. Only the session is written, no experiment summary: TensorBoard
+        then builds the tab's columns from all runs of the log folder together (with one
+        experiment summary per run it would show the columns of one run only)."""
+        from torch.utils.tensorboard.summary import hparams
+
         metrics = {f"hparams/{key}": value for key, value in self._final_metrics.items()}
         if not metrics:  # the tab lists a run only with at least one metric
             metrics = {"hparams/finished": 1.0}
-        self.tensorboard_logger.log_hyperparams(self._hparams, metrics=metrics)
-        self.tensorboard_logger.experiment.flush()
+        params = {key: value if isinstance(value, bool | int | float | str) else str(value)
+                  for key, value in self._hparams.items()}
+        _, session_start, session_end = hparams(params, metrics)
+        writer = self.tensorboard_logger.experiment
+        file_writer = writer._get_file_writer()  # reopened if the Trainer closed it
+        file_writer.add_summary(session_start)
+        file_writer.add_summary(session_end)
+        for key, value in metrics.items():
+            writer.add_scalar(key, value, 0)
+        writer.flush()
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.run_id is not None and Path(path).is_file():
