@@ -87,7 +87,9 @@ def numerics_tags() -> dict[str, str]:
         if cuda else []
     cudnn = torch.backends.cudnn
     return {
-        "numerics.cudnn_version": str(cudnn.version() if cudnn.is_available() else "none"),
+        # cudnn.version() loads the cuDNN library (~70 ms): only where a GPU can use it
+        "numerics.cudnn_version": str(cudnn.version()) if cuda and cudnn.is_available()
+        else "none",
         "numerics.cudnn_benchmark": str(cudnn.benchmark).lower(),
         "numerics.cudnn_deterministic": str(cudnn.deterministic).lower(),
         "numerics.cudnn_allow_tf32": str(cudnn.allow_tf32).lower(),
