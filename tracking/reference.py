@@ -304,7 +304,8 @@ def register(directory: str | Path, *, library: Library | None = None,
     with TrackedRun(kind="reference", output_dir=directory, command=command or [PROG],
                     loggers=("mlflow", "tensorboard"), tracking_uri=tracking_uri,
                     experiment_name=experiment_name, run_name=run_name,
-                    tags=reference_tags(record, directory)) as run, \
+                    tags=reference_tags(record, directory),
+                    system_metrics_interval=None) as run, \
             tempfile.TemporaryDirectory() as tmp:
         run.log_params(reference_params(record))
         if scan is not None:

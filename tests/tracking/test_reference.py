@@ -130,7 +130,8 @@ def test_registered_record_round_trips_in_mlflow(tracked_pair, torch_records, re
 
 def test_registered_record_in_tensorboard(tracked_pair, torch_records, registered):
     run = client_for(tracked_pair["uri"]).get_run(registered["equal"])
-    logdir = tracked_pair["root"] / "mlruns" / "tensorboard" / EXPERIMENT / "tf-equal"
+    folder = f"tf-equal-{registered['equal'][:8]}"  # one folder per run: name and id
+    logdir = tracked_pair["root"] / "mlruns" / "tensorboard" / EXPERIMENT / folder
     assert run.data.tags["tensorboard_logdir"] == str(logdir)
     events = _event_accumulator(logdir)
     train = [r for r in torch_records if r["stage_name"] == "train"]
