@@ -116,7 +116,8 @@ def _event_tags(logdir) -> dict:
 
 def test_tensorboard_event_files(tracked_pair):
     run = client_for(tracked_pair["uri"]).get_run(tracked_pair["train_run_id"])
-    logdir = tracked_pair["root"] / "mlruns" / "tensorboard" / EXPERIMENT / run.info.run_name
+    folder = f"{run.info.run_name}-{run.info.run_id[:8]}"  # one folder per run
+    logdir = tracked_pair["root"] / "mlruns" / "tensorboard" / EXPERIMENT / folder
     assert run.data.tags["tensorboard_logdir"] == str(logdir)
     assert list(logdir.glob("events.out.tfevents.*"))
     tags = _event_tags(logdir)
