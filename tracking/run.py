@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 import signal
 import threading
@@ -21,6 +20,15 @@ import time
 import warnings
 from pathlib import Path
 
+from tracking.backends import (
+    SystemMetrics,
+    as_array,
+    image_tag,
+    read_png,
+    safe_mlflow_logger_class,
+    warn_once,
+    write_hparams_session,
+)
 from tracking.files import atomic_write_json
 from tracking.provenance import environment_tags, record_provenance, sha256_file
 from tracking.store import (
@@ -52,48 +60,6 @@ def read_sidecar(folder: str | Path) -> dict:
 
 def _raise_killed(signum, frame):
     raise SystemExit(128 + signum)
-
-
-def _warn_once(owner, what: str, exc: Exception) -> None:
-    if not getattr(owner, "_tracking_warned", False):
-        logger.warning("tracking write failed (%s): %s; training goes on and local files are "
-                       "kept", what, exc)
-        owner._tracking_warned = True
-    owner.tracking_failed = True
-
-
-def _safe_mlflow_logger_class():
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    class SafeMLFlowLogger(MLFlowLogger):
-        """MLFlowLogger whose writes never stop training: failures are reported once."""
-
-        tracking_failed = False
-
-        def log_metrics(self, metrics, step=None):
-            try:
-                super().log_metrics(metrics, step)
-            except Exception as exc:  # noqa: BLE001 - any backend failure
-                _warn_once(self, "metrics", exc)
-
-        def log_hyperparams(self, params):
-            try:
-                super().log_hyperparams(params)
-            except Exception as exc:  # noqa: BLE001
-                _warn_once(self, "params", exc)
-
-        def finalize(self, status="success"):
-            # TrackedRun ends the run once its artifacts are up: a run never shows FINISHED
-            # while its files are still being uploaded.
-            return None
-
-        def after_save_checkpoint(self, checkpoint_callback):
-            try:
-                super().after_save_checkpoint(checkpoint_callback)
-            except Exception as exc:  # noqa: BLE001
-                _warn_once(self, "checkpoint", exc)
-
-    return SafeMLFlowLogger
 
 
 class TrackedRun:
@@ -185,10 +151,12 @@ class TrackedRun:
             status = "KILLED"
         else:
             status = "FAILED"
-        self._stop_system_metrics()
+        if self._system_monitor is not None:
+            self._safely("system metrics", self._system_monitor.stop)
         if self.tensorboard_logger is not None:
             if status == "FINISHED" and self._hparams:
-                self._safely("hparams", self._write_hparams)
+                self._safely("hparams", lambda: write_hparams_session(
+                    self.tensorboard_logger.experiment, self._hparams, self._final_metrics))
             self._safely("tensorboard", lambda: self.tensorboard_logger.finalize("success"))
         if self.csv_logger is not None:  # its metrics.csv is written on save only
             self._safely("csv", lambda: self.csv_logger.finalize("success"))
@@ -209,35 +177,14 @@ class TrackedRun:
         except Exception as exc:  # noqa: BLE001 - surface as one clear line
             raise TrackingUnavailable(f"MLflow store {redact_uri(self.uri)} unusable: "
                                       f"{str(exc).splitlines()[0]}") from exc
-        SafeMLFlowLogger = _safe_mlflow_logger_class()
+        SafeMLFlowLogger = safe_mlflow_logger_class()
         self.mlflow_logger = SafeMLFlowLogger(experiment_name=self.experiment_name,
                                               tracking_uri=self.uri, run_id=self.run_id)
         if self.system_metrics_interval:
-            self._safely("system metrics", self._start_system_metrics)
-
-    # -- system metrics (MLflow's monitor: CPU, memory, disk, network, NVIDIA GPUs) --------
-    def _start_system_metrics(self) -> None:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        self._system_monitor = SystemMetricsMonitor(
-            self.run_id, sampling_interval=self.system_metrics_interval,
-            resume_logging=self.resume_run_id is not None, tracking_uri=self.uri)
-        self._system_monitor.start()
-
-    def _stop_system_metrics(self) -> None:
-        """Stop sampling; the samples since the last publication are published too, so a
-        run shorter than one interval still gets one point per system metric."""
-        monitor, self._system_monitor = self._system_monitor, None
-        if monitor is None:
-            return
-
-        def stop():
-            monitor.finish()
-            if any(m._metrics for m in monitor.monitors):
-                monitor.publish_metrics(monitor.aggregate_metrics())
-                monitor.mlflow_logger.flush()
-
-        self._safely("system metrics", stop)
+            self._system_monitor = SystemMetrics(self.run_id, self.uri,
+                                                 self.system_metrics_interval,
+                                                 resume=self.resume_run_id is not None)
+            self._safely("system metrics", self._system_monitor.start)
 
     def _create_run(self) -> None:
         from mlflow import MlflowClient
@@ -310,7 +257,7 @@ class TrackedRun:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - tracking must not lose a run's files
-            _warn_once(self, what, exc)
+            warn_once(self, what, exc)
 
     def _set_tags(self, tags: dict[str, str]) -> None:
         if self.run_id is None:
@@ -352,27 +299,6 @@ class TrackedRun:
     def remember_final_metrics(self, metrics: dict[str, float]) -> None:
         """Metrics already logged (a trainer's last losses) for the HParams tab only."""
         self._final_metrics.update({key: float(value) for key, value in metrics.items()})
-
-    def _write_hparams(self) -> None:
-        """The HParams tab's session: every param, and the final metrics as the scalars
-        ``hparams/<name>``. Only the session is written, no experiment summary: TensorBoard
-        then builds the tab's columns from all runs of the log folder together (with one
-        experiment summary per run it would show the columns of one run only)."""
-        from torch.utils.tensorboard.summary import hparams
-
-        metrics = {f"hparams/{key}": value for key, value in self._final_metrics.items()}
-        if not metrics:  # the tab lists a run only with at least one metric
-            metrics = {"hparams/finished": 1.0}
-        params = {key: value if isinstance(value, bool | int | float | str) else str(value)
-                  for key, value in self._hparams.items()}
-        _, session_start, session_end = hparams(params, metrics)
-        writer = self.tensorboard_logger.experiment
-        file_writer = writer._get_file_writer()  # reopened if the Trainer closed it
-        file_writer.add_summary(session_start)
-        file_writer.add_summary(session_end)
-        for key, value in metrics.items():
-            writer.add_scalar(key, value, 0)
-        writer.flush()
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.run_id is not None and Path(path).is_file():
@@ -443,7 +369,7 @@ class TrackedRun:
             self._safely("histogram", lambda stage=stage, values=values:
                          tb.experiment.add_histogram(
                              f"patch/{record['stage_name']}/{stage}/var_zero_mean_per_patch",
-                             _as_array(values), record["step"]))
+                             as_array(values), record["step"]))
 
     def publish_patch_stats(self, recorder, command: list[str]) -> None:
         """A PatchStatsRecorder's files: the primary folder's JSON and grid as artifacts under
@@ -463,26 +389,5 @@ class TrackedRun:
         for path in paths:
             if Path(path).suffix == ".png" and Path(path).is_file():
                 self._safely("image", lambda path=path: tb.experiment.add_image(
-                    _image_tag(path), _read_png(path), step, dataformats="HWC"))
+                    image_tag(path), read_png(path), step, dataformats="HWC"))
         self._safely("tensorboard", lambda: tb.experiment.flush())
-
-
-def _as_array(values):
-    import numpy as np
-
-    return np.asarray(values, dtype=np.float64)
-
-
-def _image_tag(path: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9_/.-]", "_", f"images/{Path(path).stem}")
-
-
-def _read_png(path: Path):
-    import matplotlib.image as mpimg
-    import numpy as np
-
-    image = mpimg.imread(str(path))
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    return image[..., :3]
-
