@@ -6,7 +6,6 @@ real ``mlflow server``). Real sqlite stores, real event files, real servers."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +18,12 @@ from tests.conftest import write_random_stub
 from tests.tracking.conftest import (
     EXPERIMENT,
     client_for,
-    free_port,
     inference_argv,
     run_id_of,
     sqlite_uri,
     train_argv,
-    wait_for_http,
 )
-from tests.tracking.test_servers import server
+from tests.tracking.test_servers import mlflow_server
 
 pytestmark = pytest.mark.slow
 EPOCHS = 4
@@ -133,19 +130,9 @@ def test_patch_stats_every_epochs_records_the_whole_run(twin_runs):
 
 
 def test_model_pulled_by_runs_and_models_uri_from_a_real_server(tmp_path, monkeypatch):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     # the server proxies artifacts: uploads and downloads go over HTTP, not a shared path
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-               str(port), "--workers", "1", "--backend-store-uri",
-               f"sqlite:///{tmp_path}/srv.db", "--artifacts-destination",
-               str(tmp_path / "served")]
-    log = tmp_path / "server.log"
-    with server(command, log, tmp_path) as proc:
-        try:
-            wait_for_http(f"{base}/health", 90, proc)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
+    with mlflow_server(tmp_path, "--artifacts-destination", str(tmp_path / "served")) as (
+            base, _):
         monkeypatch.chdir(tmp_path)
         data, out = tmp_path / "train.npz", tmp_path / "out"
         write_random_stub(data, n=12, big_n=16)

@@ -49,6 +49,24 @@ def server(command: list[str], log_path, cwd):
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def mlflow_server(tmp_path, *artifact_args: str):
+    """A real ``mlflow server`` on a free 127.0.0.1 port with a sqlite store in tmp_path and
+    the given artifact flags; yields (base URL, process); stopped with its workers."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+               str(port), "--workers", "1", "--backend-store-uri",
+               f"sqlite:///{tmp_path}/srv.db", *artifact_args]
+    log = tmp_path / "server.log"
+    with server(command, log, tmp_path) as proc:
+        try:
+            wait_for_http(f"{base}/health", 90, proc)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
+        yield base, proc
+
+
 def _json(url: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
@@ -58,18 +76,8 @@ def _json(url: str, body: dict | None = None) -> dict:
 
 
 def test_train_against_a_real_mlflow_server(tmp_path, monkeypatch):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-               str(port), "--workers", "1", "--backend-store-uri",
-               f"sqlite:///{tmp_path}/srv.db", "--default-artifact-root",
-               str(tmp_path / "srvart")]
-    log = tmp_path / "server.log"
-    with server(command, log, tmp_path) as proc:
-        try:
-            wait_for_http(f"{base}/health", 90, proc)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
+    with mlflow_server(tmp_path, "--default-artifact-root", str(tmp_path / "srvart")) as (
+            base, proc):
         # a server URI puts TensorBoard files under ./mlruns: keep them in tmp_path
         monkeypatch.chdir(tmp_path)
         data, out = tmp_path / "train.npz", tmp_path / "out"
