@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "central crops, plain average) or 'probe' (whole patches "
                              "weighted by the probe intensity |P|^2, where each one is best "
                              "determined) (default: %(default)s)")
+    parser.add_argument("--group-indices", default=None, metavar="NPY",
+                        help="reconstruct these groups instead of drawing them: a .npy of "
+                             "integer pattern indices, shape (groups, gridsize^2), e.g. the "
+                             "TF reference's inference_groups.npy, so that both "
+                             "implementations' patch statistics describe the same patterns "
+                             "(docs/parity.md); --n_images keeps the first ones")
     parser.add_argument("--debug-dump", default=None,
                         help="folder for the forward-parity debug dump (patch grid, offsets, "
                              "stats, canvas)")
@@ -88,7 +94,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             model_dir, link = _model_folder(args.model_path, execution.tracking_uri, download)
             model, config = load_model(model_dir, device)
         scan = load_scan(args.test_data)
-        grouped = group_scan(scan, config, args.n_images)  # before anything exists
+        indices = _group_indices(args.group_indices)
+        grouped = group_scan(scan, config, args.n_images, indices)  # before anything exists
         out = Path(args.output_dir)
         for flag, folder in (("--output_dir", out), ("--debug-dump", args.debug_dump)):
             if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
@@ -105,6 +112,19 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli(main, PROG)
+
+
+def _group_indices(path: str | None):
+    """--group-indices: the (groups, C) index array, or None; unreadable is a UsageError."""
+    if path is None:
+        return None
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--group-indices {path}: not a readable .npy array "
+                         f"({str(exc).splitlines()[0]})") from exc
 
 
 def _model_folder(model_path: str, tracking_uri: str | None, download: str
@@ -153,6 +173,7 @@ def inference_outputs(run: TrackedRun, args: argparse.Namespace, execution, mode
     run.log_params({**flatten({"model": config.model.__dict__, "data": config.data.__dict__,
                                "inference": params}),
                     "inference.n_images": args.n_images, "device": device,
+                    "inference.group_indices": args.group_indices,
                     "model_path": str(args.model_path)})
     run.log_dataset(scan.path, "inference")
     dump = None

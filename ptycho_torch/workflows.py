@@ -32,7 +32,13 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ptycho_torch.config import InferenceConfig, RunConfig, StitchWeight
-from ptycho_torch.data import GroupedScan, PtychoDataModule, ScanData, build_grouped_scan
+from ptycho_torch.data import (
+    GroupedScan,
+    PtychoDataModule,
+    ScanData,
+    build_grouped_scan,
+    compute_norm_factor,
+)
 from ptycho_torch.data import load_scan as load_scan
 from ptycho_torch.errors import ModelFileError, ModelFolderError, ScanModelMismatch
 from ptycho_torch.metrics import compute_metrics, global_phase_aligned
@@ -210,14 +216,33 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> LoadedModel:
     return LoadedModel(model.to(device).eval(), config)
 
 
-def group_scan(scan: ScanData, config: RunConfig, n_groups: int | None = None) -> GroupedScan:
+def group_scan(scan: ScanData, config: RunConfig, n_groups: int | None = None,
+               indices: np.ndarray | None = None) -> GroupedScan:
     """The scan's groups for a model trained with ``config``; a scan the model cannot take
-    raises ScanModelMismatch or DataContractError (before anything is written)."""
+    raises ScanModelMismatch or DataContractError (before anything is written).
+
+    ``indices`` (G, C) integer pattern indices use those groups as given (e.g. another
+    implementation's, to compare like with like) instead of drawing them; ``n_groups`` then
+    keeps the first G."""
     n = config.model.patch_size_px
     if scan.patch_size != n:
         raise ScanModelMismatch(f"{scan.path}: patterns are {scan.patch_size} px but the "
                                 f"model was trained on {n} px")
-    return build_grouped_scan(scan, dataclasses.replace(config.data, n_groups=n_groups))
+    if indices is None:
+        return build_grouped_scan(scan, dataclasses.replace(config.data, n_groups=n_groups))
+    indices = np.asarray(indices)
+    c = config.model.n_channels
+    n_points = scan.diffraction.shape[0]
+    if (indices.ndim != 2 or indices.shape[1] != c or not np.issubdtype(indices.dtype,
+                                                                         np.integer)):
+        raise ScanModelMismatch(f"group indices: shape {indices.shape} {indices.dtype}; "
+                                f"integer (groups, {c}) expected for gridsize "
+                                f"{config.data.gridsize}")
+    if indices.size and (indices.min() < 0 or indices.max() >= n_points):
+        raise ScanModelMismatch(f"group indices: values {indices.min()}..{indices.max()} "
+                                f"outside the scan's {n_points} patterns")
+    indices = indices[:n_groups] if n_groups else indices
+    return GroupedScan(scan, indices.astype(np.int64), compute_norm_factor(scan.diffraction))
 
 
 # -- reconstruction ---------------------------------------------------------------------

@@ -387,3 +387,36 @@ def _imports_ptycho_torch(node) -> bool:
     if isinstance(node, ast.If | ast.Try):
         return any(_imports_ptycho_torch(child) for child in ast.walk(node) if child is not node)
     return False
+
+
+# -- like with like: another implementation's groups ----------------------------------------
+
+def test_inference_on_given_group_indices(tracked_pair, tmp_path, capsys):
+    """--group-indices reconstructs exactly those groups: the recorded inputs are the
+    patterns named, in that order; a malformed array is one line and exit 2."""
+    indices = np.array([[9, 8, 7, 6], [0, 1, 2, 3], [5, 5, 4, 4]], dtype=np.int64)
+    path = tmp_path / "groups.npy"
+    np.save(path, indices)
+    out = tmp_path / "inf"
+    assert inference.cli_main(inference_argv(tracked_pair["out"], tracked_pair["data"], out,
+                                             tracked_pair["uri"], "--group-indices",
+                                             str(path))) == 0
+    records = json.loads((out / "analysis" / "torch_patch_stats.json").read_text())
+    raw = records[0]["stages"]["input_raw"]
+    with np.load(tracked_pair["data"]) as npz:
+        expected = npz["diffraction"][indices].reshape(-1, 16 * 16).astype(np.float64)
+    assert raw["n_patches"] == indices.size
+    assert raw["per_patch"]["mean"] == pytest.approx(expected.mean(axis=1).tolist(), rel=1e-6)
+
+    for bad, message in ((np.zeros((2, 3), np.int64), "integer (groups, 4) expected"),
+                         (np.array([[0, 1, 2, 99]]), "outside the scan's 10 patterns"),
+                         (np.zeros((2, 4)), "integer (groups, 4) expected")):
+        np.save(path, bad)
+        capsys.readouterr()
+        target = tmp_path / "bad"
+        assert inference.cli_main(inference_argv(tracked_pair["out"], tracked_pair["data"],
+                                                 target, tracked_pair["uri"],
+                                                 "--group-indices", str(path))) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not target.exists()
