@@ -10,7 +10,9 @@ a scan as the reference does (``RawData.generate_grouped_data``, whose normaliza
 batches through the reference model in predict calls of at most 15 groups, records the
 stages of its forward path in the patch-stats record shape of ptycho_torch, stitches every
 group's object into the scan's object frame, and writes ``reference_record.json``,
-``reconstruction.npz`` and ``reconstruction.png`` into the output folder.
+``reconstruction.npz``, ``reconstruction.png`` and ``inference_groups.npy`` (the inference
+groups' pattern indices, for ``ptycho_torch.inference --group-indices``) into the output
+folder.
 
 Example (in the reference's environment)::
 
@@ -41,6 +43,7 @@ FORMAT = "ptycho-reference-record"
 FORMAT_VERSION = 1
 RECORD_FILE = "reference_record.json"
 RECONSTRUCTION_FILE = "reconstruction.npz"
+GROUPS_FILE = "inference_groups.npy"  # (G, C) pattern indices of the inference groups
 PNG_FILE = "reconstruction.png"
 SCRIPT = "tools/tf_reference_record.py"
 # The reference's ReassemblePatchesLayer (gridsize > 1) takes another code path once one
@@ -595,6 +598,8 @@ def produce(args) -> dict:
                  "groups": int(n_groups)},
         "train_scan": train_info,
         "records": recs.records,
+        "inference_groups": {"file": GROUPS_FILE,
+                             "shape": list(np.shape(dset["nn_indices"]))},
         "reconstruction": {"file": RECONSTRUCTION_FILE, "shape": list(shape),
                            "frame": "objectGuess" if object_guess is not None else "bounding box",
                            "origin_xy": [float(v) for v in origin],
@@ -614,6 +619,9 @@ def produce(args) -> dict:
         object=obj, amplitude=np.abs(obj).astype(np.float32),
         phase=np.angle(obj).astype(np.float32), weight=weight,
         origin_xy=np.asarray(origin, np.float64)))
+    groups = io.BytesIO()  # ptycho_torch.inference --group-indices takes these
+    np.save(groups, np.asarray(dset["nn_indices"], np.int64), allow_pickle=False)
+    _atomic_write_bytes(out_dir / GROUPS_FILE, groups.getvalue())
     if not args.no_png:
         _atomic_write_bytes(out_dir / PNG_FILE, _png_bytes(
             obj, weight, f"TF reference: {Path(args.scan).name}, {n_groups} groups"))

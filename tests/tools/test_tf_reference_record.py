@@ -210,3 +210,19 @@ def test_missing_bundle_is_a_usage_error(tiny, tmp_path):
                    "--output-dir", out_dir], cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and "wts.h5.zip" in result.stderr
     assert not out_dir.exists()
+
+
+def test_inference_groups_are_the_recorded_patterns(tiny):
+    """inference_groups.npy names the patterns of the inference records, in order: the
+    first record's raw input statistics are those of exactly these patterns."""
+    record = json.loads((tiny["out"] / "reference_record.json").read_text())
+    groups = np.load(tiny["out"] / record["inference_groups"]["file"])
+    assert groups.dtype == np.int64 and list(groups.shape) == record["inference_groups"]["shape"]
+    assert groups.shape[1] == GRIDSIZE * GRIDSIZE
+    first = next(r for r in record["records"] if r["stage_name"] == "inference")
+    n_groups = first["stages"]["input_raw"]["n_patches"] // groups.shape[1]
+    diffraction = np.load(tiny["files"]["test"])["diffraction"].astype(np.float64)
+    patches = diffraction[groups[:n_groups]].reshape(-1, N * N)
+    np.testing.assert_allclose(first["stages"]["input_raw"]["per_patch"]["mean"],
+                               patches.mean(axis=1)[:len(first["stages"]["input_raw"][
+                                   "per_patch"]["mean"])], rtol=1e-5)
