@@ -8,9 +8,17 @@ has objectGuess).
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # a CLI process: MLflow's start-up runs in the tracking agent, on another core, while
+    # this process imports torch and Lightning below (docs/tracking.md, "What tracking costs")
+    from tracking.agent import prestart
+
+    prestart(sys.argv[1:])
+
 import argparse
 import logging
-import sys
 import tempfile
 from pathlib import Path
 

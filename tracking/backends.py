@@ -1,6 +1,7 @@
-"""The pieces of a tracked run that talk to one backend: the Lightning MLflow logger whose
-failures never stop training, MLflow's system-metrics monitor, TensorBoard's HParams session
-and image helpers. :class:`tracking.run.TrackedRun` puts them together."""
+"""The pieces of a tracked run that talk to one backend: the Lightning logger that hands
+metrics to the run's MLflow store (failures never stop training), MLflow's system-metrics
+monitor, TensorBoard's HParams session and image helpers. :class:`tracking.run.TrackedRun`
+puts them together."""
 
 from __future__ import annotations
 
@@ -19,38 +20,50 @@ def warn_once(owner, what: str, exc: Exception) -> None:
     owner.tracking_failed = True
 
 
-def safe_mlflow_logger_class():
-    from lightning.pytorch.loggers import MLFlowLogger
+def run_logger_class():
+    """The Lightning logger class that hands a Trainer's metrics to a tracked run's MLflow
+    store (in this process or the tracking agent); a failed write is reported once and
+    training goes on."""
+    from lightning.pytorch.loggers.logger import Logger
 
-    class SafeMLFlowLogger(MLFlowLogger):
-        """MLFlowLogger whose writes never stop training: failures are reported once."""
+    class RunLogger(Logger):
+        """Lightning metrics and hyperparameters -> ``run.store`` of a TrackedRun."""
 
         tracking_failed = False
 
+        def __init__(self, run):
+            super().__init__()
+            self._run = run
+
+        @property
+        def name(self) -> str:
+            return self._run.experiment_name
+
+        @property
+        def version(self) -> str:
+            return self._run.run_id
+
+        @property
+        def experiment(self):
+            return self._run.store
+
         def log_metrics(self, metrics, step=None):
+            values = {key: float(value) for key, value in metrics.items()
+                      if not isinstance(value, str)}
             try:
-                super().log_metrics(metrics, step)
+                self._run.store.log(self._run.run_id, metrics=values, step=step)
             except Exception as exc:  # noqa: BLE001 - any backend failure
                 warn_once(self, "metrics", exc)
 
-        def log_hyperparams(self, params):
+        def log_hyperparams(self, params, *args, **kwargs):
             try:
-                super().log_hyperparams(params)
+                self._run.store.log(self._run.run_id,
+                                    params={key: str(value) for key, value in
+                                            dict(params).items()})
             except Exception as exc:  # noqa: BLE001
                 warn_once(self, "params", exc)
 
-        def finalize(self, status="success"):
-            # TrackedRun ends the run once its artifacts are up: a run never shows FINISHED
-            # while its files are still being uploaded.
-            return None
-
-        def after_save_checkpoint(self, checkpoint_callback):
-            try:
-                super().after_save_checkpoint(checkpoint_callback)
-            except Exception as exc:  # noqa: BLE001
-                warn_once(self, "checkpoint", exc)
-
-    return SafeMLFlowLogger
+    return RunLogger
 
 
 class SystemMetrics:

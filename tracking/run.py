@@ -11,21 +11,20 @@ lazily, inside this module only. Store layout: ``tracking.store``; tags and prov
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shlex
 import signal
 import threading
 import time
-import warnings
 from pathlib import Path
 
 from tracking.backends import (
-    SystemMetrics,
     as_array,
     image_tag,
     read_png,
-    safe_mlflow_logger_class,
+    run_logger_class,
     warn_once,
     write_hparams_session,
 )
@@ -89,7 +88,8 @@ class TrackedRun:
         self.parent_run_id = parent_run_id
         self.resume_run_id = resume_run_id
         self.run_id: str | None = None
-        self.client = None
+        self.store = None
+        self.in_process = True
         self.mlflow_logger = None
         self.tensorboard_logger = None
         self.csv_logger = None
@@ -99,7 +99,6 @@ class TrackedRun:
         self._resumed_tags: dict[str, str] = {}
         self._hparams: dict[str, object] = {}
         self._final_metrics: dict[str, float] = {}
-        self._system_monitor = None
         self._previous_sigterm = None
 
     @property
@@ -151,8 +150,8 @@ class TrackedRun:
             status = "KILLED"
         else:
             status = "FAILED"
-        if self._system_monitor is not None:
-            self._safely("system metrics", self._system_monitor.stop)
+        if self.store is not None and self.system_metrics_interval:
+            self._safely("system metrics", self.store.stop_system_metrics)
         if self.tensorboard_logger is not None:
             if status == "FINISHED" and self._hparams:
                 self._safely("hparams", lambda: write_hparams_session(
@@ -161,7 +160,10 @@ class TrackedRun:
         if self.csv_logger is not None:  # its metrics.csv is written on save only
             self._safely("csv", lambda: self.csv_logger.finalize("success"))
         if self.run_id is not None:
-            self._safely("status", lambda: self.client.set_terminated(self.run_id, status))
+            self._safely("status", lambda: self.store.set_terminated(self.run_id, status))
+        if self.store is not None:  # the agent drains its queue: every write is done
+            self._safely("close", self.store.close)
+        if self.run_id is not None:
             logger.info("MLflow run %s (%s) ended %s in %s", self.run_id, self.kind, status,
                         redact_uri(self.uri))
         if self._previous_sigterm is not None:
@@ -169,78 +171,67 @@ class TrackedRun:
         return False
 
     def _start_mlflow(self) -> None:
+        from tracking.agent import open_store
+        from tracking.store_client import LocalStore
+
         try:
-            with store_lock(self.uri):
+            # the agent locks the store itself; in this process the lock is taken here
+            with store_lock(self.uri) if self._in_process() else contextlib.nullcontext():
+                self.store = open_store(self.uri)
                 self._create_run()
         except TrackingUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - surface as one clear line
             raise TrackingUnavailable(f"MLflow store {redact_uri(self.uri)} unusable: "
                                       f"{str(exc).splitlines()[0]}") from exc
-        SafeMLFlowLogger = safe_mlflow_logger_class()
-        self.mlflow_logger = SafeMLFlowLogger(experiment_name=self.experiment_name,
-                                              tracking_uri=self.uri, run_id=self.run_id)
+        self.mlflow_logger = run_logger_class()(self)
+        self.in_process = isinstance(self.store, LocalStore)
         if self.system_metrics_interval:
-            self._system_monitor = SystemMetrics(self.run_id, self.uri,
-                                                 self.system_metrics_interval,
-                                                 resume=self.resume_run_id is not None)
-            self._safely("system metrics", self._system_monitor.start)
+            self._safely("system metrics", lambda: self.store.start_system_metrics(
+                self.run_id, self.system_metrics_interval, self.resume_run_id is not None))
+
+    def _in_process(self) -> bool:
+        from tracking import agent
+
+        return agent._AGENT is None or agent._AGENT.uri != self.uri
 
     def _create_run(self) -> None:
-        from mlflow import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=self.uri)
         if self.resume_run_id is not None:
             self._continue_run(self.resume_run_id)
             return
-        experiment = self.client.get_experiment_by_name(self.experiment_name)
-        if experiment is None:
-            location = None
-            if self.uri.startswith("sqlite:///"):
-                location = (store_root(self.uri) / "artifacts").resolve().as_uri()
-            experiment_id = self._create_experiment(location)
-        else:
-            experiment_id = experiment.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            location = (store_root(self.uri) / "artifacts").resolve().as_uri()
         tags = {"run_kind": self.kind,
                 **environment_tags(self.device, self.seed, self.command),
                 "tracking_uri": redact_uri(self.uri), **self.extra_tags}
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
-        run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
-        self.run_id = run.info.run_id
-        self.run_name = self.run_name or run.info.run_name
+        run = self.store.create_run(self.experiment_name, self.run_name, tags, location)
+        self.run_id = run["run_id"]
+        self.run_name = self.run_name or run["run_name"]
 
     def _continue_run(self, run_id: str) -> None:
         """Reopen an earlier run (``--resume``): RUNNING again, same id, name and params."""
-        from mlflow.exceptions import MlflowException
+        from tracking.store_client import RunNotFound
 
         try:
-            run = self.client.get_run(run_id)
-        except MlflowException as exc:
+            run = self.store.continue_run(run_id)
+        except RunNotFound as exc:
             raise TrackingUnavailable(
                 f"cannot continue MLflow run {run_id}: not found in {redact_uri(self.uri)} "
                 "(give the --tracking-uri the first run used, or --logger tensorboard)") from exc
         self.run_id = run_id
-        self.run_name = run.info.run_name
-        self._resumed_params = dict(run.data.params)
-        self._resumed_tags = dict(run.data.tags)
-        self.experiment_name = self.client.get_experiment(run.info.experiment_id).name
-        resumes = int(run.data.tags.get("resume_count", "0")) + 1
-        self.client.update_run(run_id, status="RUNNING")
+        self.run_name = run["run_name"]
+        self._resumed_params = run["params"]
+        self._resumed_tags = run["tags"]
+        self.experiment_name = run["experiment_name"]
+        resumes = int(run["tags"].get("resume_count", "0")) + 1
         self._set_tags({"resume_count": str(resumes),
                         f"resume.{resumes}.command_line": shlex.join(self.command),
-                        f"resume.{resumes}.previous_status": run.info.status})
+                        f"resume.{resumes}.previous_status": run["status"]})
         logger.info("continuing MLflow run %s (%s, was %s)", run_id, self.run_name,
-                    run.info.status)
-
-    def _create_experiment(self, location: str | None) -> str:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.client.create_experiment(self.experiment_name,
-                                                 artifact_location=location)
-        except MlflowException:  # created meanwhile by a concurrent run
-            return self.client.get_experiment_by_name(self.experiment_name).experiment_id
+                    run["status"])
 
     def write_sidecar(self, folder: str | Path) -> Path | None:
         """tracking.json in ``folder``: this run's id, so later runs can link to it."""
@@ -262,9 +253,7 @@ class TrackedRun:
     def _set_tags(self, tags: dict[str, str]) -> None:
         if self.run_id is None:
             return
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.store.log(self.run_id, tags={k: str(v) for k, v in tags.items()})
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._safely("tags", lambda: self._set_tags(tags))
@@ -302,7 +291,7 @@ class TrackedRun:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.run_id is not None and Path(path).is_file():
-            self._safely("artifact", lambda: self.client.log_artifact(
+            self._safely("artifact", lambda: self.store.log_artifact(
                 self.run_id, str(path), artifact_path))
 
     def log_model(self, files: list[Path], checkpoints: list[Path] = (),
@@ -311,11 +300,7 @@ class TrackedRun:
         ``--model_path runs:/<run id>`` downloads), Lightning checkpoints under
         ``checkpoints``, and, with ``register_as``, a new version of that registered model
         (its number is returned)."""
-        from tracking.models import (
-            CHECKPOINT_ARTIFACT_PATH,
-            MODEL_ARTIFACT_PATH,
-            register_model,
-        )
+        from tracking.models import CHECKPOINT_ARTIFACT_PATH, MODEL_ARTIFACT_PATH
 
         for path in files:
             self.log_artifact(path, MODEL_ARTIFACT_PATH)
@@ -327,7 +312,7 @@ class TrackedRun:
 
         def register():
             nonlocal version
-            version = register_model(self.client, self.run_id, register_as)
+            version = self.store.register_model(self.run_id, register_as)
             self.set_tags({"registered_model": f"models:/{register_as}/{version}"})
             logger.info("registered models:/%s/%s", register_as, version)
 
@@ -340,20 +325,9 @@ class TrackedRun:
         self.set_tags({f"dataset.{context}.file": str(Path(path).resolve()),
                        f"dataset.{context}.sha256": digest})
         if self.run_id is not None:
-            self._safely("dataset", lambda: self._log_input(path, context, digest))
+            self._safely("dataset", lambda: self.store.log_dataset(
+                self.run_id, str(path), context, digest))
         return digest
-
-    def _log_input(self, path, context: str, digest: str) -> None:
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import DatasetInput, InputTag
-
-        with warnings.catch_warnings():  # a local path matches two equivalent source kinds
-            warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(str(Path(path).resolve()))
-        dataset = MetaDataset(source, name=Path(path).name, digest=digest[:36])
-        tag = InputTag(key="mlflow.data.context", value=context)
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset._to_mlflow_entity(), [tag])])
 
     # -- patch stats ---------------------------------------------------------------------
     def log_patch_record(self, record: dict) -> None:

@@ -28,7 +28,9 @@ def warm_up(backends: tuple[str, ...]) -> None:
     import time; :class:`tracking.run.TrackedRun` waits for it on entry."""
     global _warm_up_thread
     modules = []
-    if "mlflow" in backends:
+    from tracking import agent
+
+    if "mlflow" in backends and agent._AGENT is None:  # else the agent has MLflow
         modules += ["mlflow", "mlflow.store.tracking.sqlalchemy_store",
                     "mlflow.system_metrics.system_metrics_monitor"]
     if "tensorboard" in backends:
