@@ -36,7 +36,6 @@ from ptycho_torch.data import load_scan
 from ptycho_torch.workflows import group_scan, load_model, reconstruct
 from tracking.provenance import command_line, record_provenance
 from tracking.run import SIDECAR_FILE, TrackedRun, read_sidecar
-from tracking.store import warm_up
 
 logger = logging.getLogger("ptycho_torch.inference")  # not "__main__" under python -m
 
@@ -95,7 +94,6 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     def main() -> int:
         execution = build_execution_config_from_args(args, "inference")
-        warm_up(execution.loggers)  # tracking imports overlap the data loading below
         configure_logging(execution.quiet)
         device = resolve_device(execution.accelerator)
         with tempfile.TemporaryDirectory(prefix="ptycho-model-") as download:

@@ -49,7 +49,6 @@ from ptycho_torch.workflows import (
 from tracking.files import atomic_write_json, atomic_write_text
 from tracking.provenance import command_line, record_provenance
 from tracking.run import SIDECAR_FILE, TrackedRun, read_sidecar
-from tracking.store import warm_up
 
 logger = logging.getLogger("ptycho_torch.train")  # not "__main__" under python -m
 
@@ -143,7 +142,6 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     def main() -> int:
         execution = build_execution_config_from_args(args, "train")
-        warm_up(execution.loggers)  # tracking imports overlap the data loading below
         configure_logging(execution.quiet)
         device = resolve_device(execution.accelerator)
         check_strategy(execution.strategy)

@@ -4,9 +4,10 @@
 metrics and artifacts, keeps going (with one warning) when a write fails mid-run, and ends
 the run FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM). Its loggers are typed
 handles (``mlflow_logger``, ``tensorboard_logger``, ``csv_logger``); hand ``loggers`` to a
-Lightning Trainer, or call :meth:`TrackedRun.log_metrics` directly. mlflow is imported
-lazily, inside this module only. Store layout: ``tracking.store``; tags and provenance:
-``tracking.provenance``.
+Lightning Trainer, or call :meth:`TrackedRun.log_metrics` directly. Its MLflow operations
+go through ``tracking.store_client`` (in this process) or ``tracking.agent`` (a second
+process a CLI started); nothing here imports mlflow. Store layout: ``tracking.store``; tags
+and provenance: ``tracking.provenance``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from tracking.store import (
     resolve_tracking_uri,
     store_lock,
     store_root,
-    wait_warm_up,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,6 @@ class TrackedRun:
         self.resume_run_id = resume_run_id
         self.run_id: str | None = None
         self.store = None
-        self.in_process = True
         self.mlflow_logger = None
         self.tensorboard_logger = None
         self.csv_logger = None
@@ -116,7 +115,6 @@ class TrackedRun:
         # SIGTERM (a scheduler's kill) ends the run KILLED, like Ctrl-C, never RUNNING
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_killed)
-        wait_warm_up()
         if "mlflow" in self.backends:
             check_reachable(self.uri)
             self._start_mlflow()
@@ -175,9 +173,10 @@ class TrackedRun:
         from tracking.store_client import LocalStore
 
         try:
+            self.store = open_store(self.uri)
             # the agent locks the store itself; in this process the lock is taken here
-            with store_lock(self.uri) if self._in_process() else contextlib.nullcontext():
-                self.store = open_store(self.uri)
+            in_process = isinstance(self.store, LocalStore)
+            with store_lock(self.uri) if in_process else contextlib.nullcontext():
                 self._create_run()
         except TrackingUnavailable:
             raise
@@ -185,15 +184,9 @@ class TrackedRun:
             raise TrackingUnavailable(f"MLflow store {redact_uri(self.uri)} unusable: "
                                       f"{str(exc).splitlines()[0]}") from exc
         self.mlflow_logger = run_logger_class()(self)
-        self.in_process = isinstance(self.store, LocalStore)
         if self.system_metrics_interval:
             self._safely("system metrics", lambda: self.store.start_system_metrics(
                 self.run_id, self.system_metrics_interval, self.resume_run_id is not None))
-
-    def _in_process(self) -> bool:
-        from tracking import agent
-
-        return agent._AGENT is None or agent._AGENT.uri != self.uri
 
     def _create_run(self) -> None:
         if self.resume_run_id is not None:

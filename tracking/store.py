@@ -9,48 +9,12 @@ elsewhere moves all three beside its database file; a server URI keeps TensorBoa
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
-import threading
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 EMBEDDED_URI = "sqlite:///mlruns/mlflow.db"
-
-
-_warm_up_thread: threading.Thread | None = None
-
-
-def warm_up(backends: tuple[str, ...]) -> None:
-    """Import the tracking backends' modules in a background thread, so that a CLI's own
-    start-up (loading and grouping the scan, building the config) hides part of their
-    import time; :class:`tracking.run.TrackedRun` waits for it on entry."""
-    global _warm_up_thread
-    modules = []
-    from tracking import agent
-
-    if "mlflow" in backends and agent._AGENT is None:  # else the agent has MLflow
-        modules += ["mlflow", "mlflow.store.tracking.sqlalchemy_store",
-                    "mlflow.system_metrics.system_metrics_monitor"]
-    if "tensorboard" in backends:
-        modules += ["torch.utils.tensorboard"]
-    if not modules or _warm_up_thread is not None:
-        return
-
-    def load():
-        for name in modules:
-            with contextlib.suppress(Exception):  # a real failure surfaces on use
-                importlib.import_module(name)
-
-    _warm_up_thread = threading.Thread(target=load, name="tracking-warm-up", daemon=True)
-    _warm_up_thread.start()
-
-
-def wait_warm_up() -> None:
-    """Block until :func:`warm_up`'s imports are done (at once when none was started)."""
-    if _warm_up_thread is not None:
-        _warm_up_thread.join()
 
 
 class TrackingUnavailable(RuntimeError):
