@@ -161,10 +161,7 @@ def _run_columns(client, run_ids: list[str]) -> tuple[dict[str, dict[str, float]
     """Per run: its statistics column, its context (params and tags) and its records."""
     columns, contexts, records_by = {}, {}, {}
     for run_id in run_ids:
-        try:
-            run = client.get_run(run_id)
-        except Exception as exc:  # noqa: BLE001 - backend errors become one line
-            raise CompareError(f"run {run_id}: not found ({str(exc).splitlines()[0]})") from exc
+        run = _get_run(client, run_id, "run")
         records = _run_records(client, run_id)
         if records:
             stats = summarize_records(records)
@@ -226,12 +223,13 @@ def cli_main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     if args.tolerance < 0:
         raise CompareError(f"--tolerance must be >= 0, got {args.tolerance}")
+    run_ids = list(args.run_ids)
+    client = _client(args) if run_ids or args.experiment or args.log_to else None
     if args.log_to:  # checked before anything is written
-        _check_run(_client(args), args.log_to, "--log-to")
+        _get_run(client, args.log_to, "--log-to")
     columns: dict[str, dict[str, float]] = {}
     contexts: dict[str, dict[str, str]] = {}
     records_by: dict[str, list[dict]] = {}
-    client = None
     for reference in args.reference:
         from tracking.reference import ReferenceError, reference_column
 
@@ -240,9 +238,7 @@ def _main(args: argparse.Namespace) -> int:
         except ReferenceError as exc:
             raise CompareError(f"--reference {exc}") from exc
         columns[label if label not in columns else f"{label} #{len(columns) + 1}"] = stats
-    run_ids = list(args.run_ids)
     if run_ids or args.experiment:
-        client = _client(args)
         if args.experiment:
             experiment = client.get_experiment_by_name(args.experiment)
             if experiment is None:
@@ -279,30 +275,24 @@ def _main(args: argparse.Namespace) -> int:
     return 1 if any(row["verdict"] == "FAIL" for row in rows) else 0
 
 
-_CLIENTS: dict[str, object] = {}
-
-
 def _client(args: argparse.Namespace):
     from mlflow import MlflowClient
 
     from tracking.store import resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    if uri not in _CLIENTS:
-        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
-    return _CLIENTS[uri]
+    return MlflowClient(tracking_uri=resolve_tracking_uri(args.tracking_uri))
 
 
-def _check_run(client, run_id: str, flag: str) -> None:
+def _get_run(client, run_id: str, what: str):
+    """The run, or a one-line CompareError naming ``what`` (``run``, ``--log-to``)."""
     try:
-        client.get_run(run_id)
+        return client.get_run(run_id)
     except Exception as exc:  # noqa: BLE001 - backend errors become one line
-        raise CompareError(f"{flag} {run_id}: not found ({str(exc).splitlines()[0]})") from exc
+        raise CompareError(f"{what} {run_id}: not found ({str(exc).splitlines()[0]})") from exc
 
 
 def _log_report(client, args: argparse.Namespace, out: Path) -> None:
     """compare.md/json/png as artifacts of run ``--log-to`` (under compare/)."""
-    client = client or _client(args)
     for name in ("compare.md", "compare.json", "compare.png"):
         client.log_artifact(args.log_to, str(out / name), "compare")
     logger.info("logged the report to run %s (compare/)", args.log_to)
