@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import logging
 import warnings
+from itertools import zip_longest
 from pathlib import Path
 
 logger = logging.getLogger("tracking.run")
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 class RunNotFound(LookupError):
@@ -75,16 +80,16 @@ class LocalStore:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        entries = ([Metric(key, float(value), now, step or 0)
-                    for key, value in (metrics or {}).items()],
-                   [Param(key, str(value)) for key, value in (params or {}).items()],
-                   [RunTag(key, str(value)) for key, value in (tags or {}).items()])
         # MLflow takes at most 1000 metrics, 100 params and 100 tags per batch
-        for start in range(0, max(len(entries[0]) // 10, len(entries[1]),
-                                  len(entries[2]), 1), 100):
-            self.client.log_batch(run_id, metrics=entries[0][start * 10:start * 10 + 1000],
-                                  params=entries[1][start:start + 100],
-                                  tags=entries[2][start:start + 100])
+        batches = zip_longest(
+            _chunks([Metric(key, float(value), now, step or 0)
+                     for key, value in (metrics or {}).items()], 1000),
+            _chunks([Param(key, str(value)) for key, value in (params or {}).items()], 100),
+            _chunks([RunTag(key, str(value)) for key, value in (tags or {}).items()], 100),
+            fillvalue=[])
+        for metric_batch, param_batch, tag_batch in batches:
+            self.client.log_batch(run_id, metrics=metric_batch, params=param_batch,
+                                  tags=tag_batch)
 
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None) -> None:
         self.client.log_artifact(run_id, path, artifact_path)
