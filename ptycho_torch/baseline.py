@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ptycho_torch.cli.shared import UsageError, add_tracking_args, positive_int, resolve_device
+from tracking.redaction import redact
 
 logger = logging.getLogger("ptycho_torch.baseline")  # not "__main__" under python -m
 
@@ -39,10 +40,10 @@ def run_step(name: str, command: list[str], log_path: Path, env: dict[str, str],
              echo: bool) -> float:
     """Run a command, tee its output to log_path (and the console when echo); seconds."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[baseline] {name}: {shlex.join(command)}", flush=True)
+    print(redact(f"[baseline] {name}: {shlex.join(command)}"), flush=True)
     started = time.perf_counter()
     with open(log_path, "wb") as log:
-        log.write(f"$ {shlex.join(command)}\n".encode())
+        log.write(redact(f"$ {shlex.join(command)}\n").encode())
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    env=env)
         assert process.stdout is not None
@@ -168,10 +169,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         return _run(args, hub)
     except StepFailed as exc:
-        print(f"python -m ptycho_torch.baseline: error: {exc}", file=sys.stderr)
+        print(redact(f"python -m ptycho_torch.baseline: error: {exc}"), file=sys.stderr)
         return 1
     except (UsageError, TrackingUnavailable) as exc:
-        print(f"python -m ptycho_torch.baseline: error: {exc}", file=sys.stderr)
+        print(redact(f"python -m ptycho_torch.baseline: error: {exc}"), file=sys.stderr)
         return 2
 
 
@@ -228,7 +229,9 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     device = resolve_device(Accelerator(args.accelerator))
     echo = not args.quiet
-    tracking = ["--logger", ",".join(args.logger) or "none", "--tracking-uri", uri,
+    # the store reaches the steps by MLFLOW_TRACKING_URI (set below), not on their command
+    # lines, where a credential in it would show in the process list, logs and the console
+    tracking = ["--logger", ",".join(args.logger) or "none",
                 "--experiment-name", args.experiment_name]
     steps: list[dict] = []
     run_ids: dict[str, str | None] = {}
@@ -240,7 +243,7 @@ def _run(args: argparse.Namespace, hub: Path) -> int:
                       "command": shlex.join(cmd)})
 
     hub.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     with TrackedRun(kind="baseline", output_dir=hub, command=command,
                     loggers=args.logger if "mlflow" in args.logger else (), tracking_uri=uri,
                     experiment_name=args.experiment_name, run_name=f"baseline-{hub.name}",

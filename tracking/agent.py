@@ -8,13 +8,16 @@ run sends it. Writes (metrics, params, tags, artifacts) are queued and never wai
 with an answer (create, continue, register) wait for it. When the CLI closes the run, it
 waits for the queue to drain, so a FINISHED run has all its files.
 
+The store's URI reaches the agent in its environment (``PTYCHO_TRACKING_AGENT_URI``), never
+on its command line, where any user of the machine could read a credential in it.
+
 Protocol: JSON lines ``{"id", "op", "kwargs", "reply"}`` on the agent's stdin; answers
 ``{"id", "result"}`` or ``{"id", "error": [type, message]}`` on a pipe of their own (stdout
 stays free for MLflow's own prints). The agent ignores SIGINT and SIGTERM (the CLI decides
 how its run ends) and exits at the end of its input: a CLI killed outright leaves its run
 RUNNING, as an in-process run would.
 
-    python -m tracking.agent URI REPLY_FD     # started by prestart(), not by hand
+    PTYCHO_TRACKING_AGENT_URI=URI python -m tracking.agent REPLY_FD   # by prestart()
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import subprocess
 import sys
 import threading
 
+from tracking.redaction import RedactingFormatter
 from tracking.store import resolve_tracking_uri, store_lock
 from tracking.store_client import RunNotFound
 
 logger = logging.getLogger("tracking.run")
 
 _AGENT: AgentStore | None = None
+URI_VARIABLE = "PTYCHO_TRACKING_AGENT_URI"
 
 
 class AgentStore:
@@ -134,8 +139,9 @@ def prestart(argv: list[str]) -> None:
     read_fd, write_fd = os.pipe()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tracking.agent", uri, str(write_fd)],
-            stdin=subprocess.PIPE, text=True, pass_fds=(write_fd,))
+            [sys.executable, "-m", "tracking.agent", str(write_fd)],
+            stdin=subprocess.PIPE, text=True, pass_fds=(write_fd,),
+            env={**os.environ, URI_VARIABLE: uri})
     except OSError:
         os.close(read_fd)
         return
@@ -160,7 +166,9 @@ def serve(uri: str, reply_fd: int) -> int:
     """The agent's loop: run each call on a LocalStore, answer those that want it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     for name in ("mlflow", "mlflow.system_metrics", "mlflow.store", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)  # the CLI's log, not MLflow's
     replies = os.fdopen(reply_fd, "w")
@@ -199,4 +207,4 @@ def serve(uri: str, reply_fd: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1], int(sys.argv[2])))
+    sys.exit(serve(os.environ[URI_VARIABLE], int(sys.argv[1])))

@@ -23,6 +23,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from tracking.redaction import redact
+
 logger = logging.getLogger("tracking.compare")  # not "__main__" under python -m
 
 RECORD_KEYS = ("mean_input_scale", "physics_scale", "object_gain", "global_mean", "global_std",
@@ -216,7 +218,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         return _main(args)
     except CompareError as exc:
-        print(f"python -m tracking.compare: error: {exc}", file=sys.stderr)
+        print(redact(f"python -m tracking.compare: error: {exc}"), file=sys.stderr)
         return 2
 
 

@@ -4,6 +4,8 @@ Shared by the library (model.pt, reconstructions) and tracking (sidecars, patch 
 no dependency beyond numpy, so ``import tracking.files`` stays cheap.
 
 A run killed at any moment leaves either the previous file or the new one, never half.
+Every JSON and text file written here passes through :func:`tracking.redaction.redact`
+first: a credential in a config or a command line never reaches the disk.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from tracking.redaction import redact
 
 
 @contextmanager
@@ -37,12 +41,15 @@ def atomic_path(path: str | Path, suffix: str = ""):
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """``text`` (credentials redacted) to ``path``, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(redact(text))
 
 
 def atomic_write_json(path: str | Path, payload) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
+    """``payload`` as indented JSON (its strings redacted) to ``path``, atomically."""
+    text = json.dumps(redact(payload), indent=2, default=_json_default) + "\n"
+    atomic_write_text(path, text)
 
 
 def atomic_savez(path: str | Path, **arrays) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tracking.store import TrackingUnavailable, redact_uri, resolve_tracking_uri
+from tracking.redaction import redact
+from tracking.store import TrackingUnavailable, resolve_tracking_uri
 
 MODEL_ARTIFACT_PATH = "model"
 CHECKPOINT_ARTIFACT_PATH = "checkpoints"
@@ -76,7 +77,7 @@ def download_model(uri: str, dst: str | Path, tracking_uri: str | None = None
     try:
         client.get_run(run_id)
     except MlflowException as exc:
-        raise TrackingUnavailable(f"run {run_id} not found in {redact_uri(tracking_uri)} "
+        raise TrackingUnavailable(f"run {run_id} not found in {redact(tracking_uri)} "
                                   "(give the --tracking-uri the training used)") from exc
     folder = _download(client, run_id, path, Path(dst))
     return folder, {"train_run_id": run_id, "model_uri": uri}

@@ -32,6 +32,7 @@ import numpy as np
 
 from tracking.compare import summarize_records
 from tracking.patch_stats import BATCH_KEYS, STATS_FILE
+from tracking.redaction import redact
 from tracking.tf_dump import DumpError, is_dump_folder, read_dump_folder
 
 PROG = "python -m tracking.reference"
@@ -397,7 +398,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                                    tracking_uri=args.tracking_uri,
                                    command=command_line(PROG, argv))
     except (ReferenceError, TrackingUnavailable) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(redact(f"{PROG}: error: {exc}"), file=sys.stderr)
         return 2
     scores = summary["metrics"]
     scored = (f", amp_ssim {scores['amp_ssim']:.4f}, phase_ssim {scores['phase_ssim']:.4f}"

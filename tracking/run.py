@@ -31,10 +31,10 @@ from tracking.backends import (
 )
 from tracking.files import atomic_write_json
 from tracking.provenance import environment_tags, record_provenance, sha256_file
+from tracking.redaction import redact
 from tracking.store import (
     TrackingUnavailable,
     check_reachable,
-    redact_uri,
     resolve_tracking_uri,
     store_lock,
     store_root,
@@ -163,7 +163,7 @@ class TrackedRun:
             self._safely("close", self.store.close)
         if self.run_id is not None:
             logger.info("MLflow run %s (%s) ended %s in %s", self.run_id, self.kind, status,
-                        redact_uri(self.uri))
+                        redact(self.uri))
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
         return False
@@ -181,8 +181,9 @@ class TrackedRun:
         except TrackingUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - surface as one clear line
-            raise TrackingUnavailable(f"MLflow store {redact_uri(self.uri)} unusable: "
-                                      f"{str(exc).splitlines()[0]}") from exc
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TrackingUnavailable(redact(f"MLflow store {self.uri} unusable: {first}")
+                                      ) from exc
         self.mlflow_logger = run_logger_class()(self)
         if self.system_metrics_interval:
             self._safely("system metrics", lambda: self.store.start_system_metrics(
@@ -197,10 +198,11 @@ class TrackedRun:
             location = (store_root(self.uri) / "artifacts").resolve().as_uri()
         tags = {"run_kind": self.kind,
                 **environment_tags(self.device, self.seed, self.command),
-                "tracking_uri": redact_uri(self.uri), **self.extra_tags}
+                "tracking_uri": self.uri, **self.extra_tags}
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
-        run = self.store.create_run(self.experiment_name, self.run_name, tags, location)
+        run = self.store.create_run(self.experiment_name, self.run_name, redact(tags),
+                                    location)
         self.run_id = run["run_id"]
         self.run_name = self.run_name or run["run_name"]
 
@@ -212,7 +214,7 @@ class TrackedRun:
             run = self.store.continue_run(run_id)
         except RunNotFound as exc:
             raise TrackingUnavailable(
-                f"cannot continue MLflow run {run_id}: not found in {redact_uri(self.uri)} "
+                f"cannot continue MLflow run {run_id}: not found in {redact(self.uri)} "
                 "(give the --tracking-uri the first run used, or --logger tensorboard)") from exc
         self.run_id = run_id
         self.run_name = run["run_name"]
@@ -233,7 +235,7 @@ class TrackedRun:
         path = Path(folder) / SIDECAR_FILE
         atomic_write_json(path, {"run_id": self.run_id, "run_name": self.run_name,
                                  "experiment": self.experiment_name,
-                                 "tracking_uri": redact_uri(self.uri)})
+                                 "tracking_uri": redact(self.uri)})
         return path
 
     # -- writes (never fatal) ----------------------------------------------------------
@@ -246,14 +248,16 @@ class TrackedRun:
     def _set_tags(self, tags: dict[str, str]) -> None:
         if self.run_id is None:
             return
-        self.store.log(self.run_id, tags={k: str(v) for k, v in tags.items()})
+        self.store.log(self.run_id, tags=redact({k: str(v) for k, v in tags.items()}))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._safely("tags", lambda: self._set_tags(tags))
 
     def log_params(self, params: dict[str, object]) -> None:
-        """Flat params to every logger (MLflow batched, values as strings)."""
-        clean = {key: ("None" if value is None else value) for key, value in params.items()}
+        """Flat params to every logger (MLflow batched, values as strings; credentials
+        redacted, so neither MLflow nor TensorBoard's hparams nor hparams.yaml holds one)."""
+        clean = redact({key: ("None" if value is None else value)
+                        for key, value in params.items()})
         self._hparams.update(clean)
         # a continued run keeps its params (MLflow refuses to change one): values that
         # differ now, such as a raised max_epochs, become resume.changed.<key> tags

@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from tracking.redaction import redact
+
 EMBEDDED_URI = "sqlite:///mlruns/mlflow.db"
 
 
@@ -23,16 +25,6 @@ class TrackingUnavailable(RuntimeError):
 
 def resolve_tracking_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or EMBEDDED_URI
-
-
-def redact_uri(uri: str) -> str:
-    """Hide credentials: scheme://user:secret@host -> scheme://***@host."""
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return uri
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -64,10 +56,11 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             with urllib.request.urlopen(health, timeout=timeout_s) as response:
                 if response.status >= 400:
                     raise TrackingUnavailable(
-                        f"MLflow server {redact_uri(uri)} answered {response.status}")
+                        f"MLflow server {redact(uri)} answered {response.status}")
         except OSError as exc:
             raise TrackingUnavailable(
-                f"cannot reach MLflow tracking server {redact_uri(uri)} ({exc}); start it, fix "
+                f"cannot reach MLflow tracking server {redact(uri)} ({redact(str(exc))}); start "
+                "it, fix "
                 "--tracking-uri, or pass --logger tensorboard") from exc
 
 

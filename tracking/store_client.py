@@ -10,6 +10,7 @@ interface as plain JSON types: nothing outside this module and the agent imports
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from itertools import zip_longest
 from pathlib import Path
@@ -31,6 +32,9 @@ class LocalStore:
     def __init__(self, uri: str):
         from mlflow import MlflowClient
 
+        # MLflow prints "View run ... at <server URL>" when a run ends, credentials and all;
+        # TrackedRun logs the run's end itself, with the store's URI redacted
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         self._monitor = None

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from ptycho_torch.config import Accelerator, ExecutionConfig
 from ptycho_torch.errors import GroupCountError, InputError, ModelFolderError
+from tracking.redaction import RedactingFormatter, redact
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,8 @@ def configure_logging(quiet: bool) -> None:
     root = logging.getLogger()
     if not any(getattr(handler, "is_ptycho_handler", False) for handler in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        # every line redacted: MLflow's and Lightning's own lines pass here too
+        handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
         handler.is_ptycho_handler = True
         root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -225,5 +227,5 @@ def run_cli(main: Callable[[], int], prog: str) -> int:
     try:
         return main()
     except (InputError, UsageError, TrackingUnavailable) as exc:
-        print(f"{prog}: error: {describe_error(exc)}", file=sys.stderr)
+        print(redact(f"{prog}: error: {describe_error(exc)}"), file=sys.stderr)
         return 2

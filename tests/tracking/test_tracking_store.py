@@ -287,16 +287,6 @@ def test_tracking_write_failure_mid_run_keeps_local_files(tmp_path, monkeypatch,
     assert client_for(uri).get_run(run_id_of(out)).info.status == "FINISHED"
 
 
-def test_credentials_in_uri_are_redacted():
-    from tracking.store import redact_uri
-
-    redacted = redact_uri("http://user:secret@host:5000/path")
-    assert "secret" not in redacted and "user" not in redacted
-    assert redacted == "http://***@host:5000/path"
-    assert redact_uri("https://token@example.org") == "https://***@example.org"
-    plain = "sqlite:////tmp/mlruns/mlflow.db"
-    assert redact_uri(plain) == plain
-
 
 def test_credentials_hidden_in_the_unreachable_error_line(tmp_path, capsys):
     """An unreachable server URI with credentials: the one error line hides the secret."""
