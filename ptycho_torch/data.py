@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ptycho_torch.config import DataConfig
 from ptycho_torch.errors import DataContractError, GroupCountError
+from tracking.untrusted import UntrustedFileError, check_npz_members
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,10 @@ def load_scan(path: str | Path) -> ScanData:
         raise DataContractError(path, None, "is a directory, not a file; an NPZ file expected")
     if not path.is_file():
         raise DataContractError(path, None, "is not a file (an NPZ file expected)")
+    try:  # declared array sizes against the archive's bytes, before numpy allocates
+        check_npz_members(path)
+    except UntrustedFileError as exc:
+        raise DataContractError(path, exc.key, exc.reason) from exc
     try:
         npz = np.load(path, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:

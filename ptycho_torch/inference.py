@@ -126,7 +126,10 @@ def _group_indices(path: str | None):
         return None
     import numpy as np
 
+    from tracking.untrusted import check_npy_file
+
     try:
+        check_npy_file(path)  # often the reference's file: sized before numpy allocates
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise UsageError(f"--group-indices {path}: not a readable .npy array "

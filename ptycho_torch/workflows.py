@@ -45,6 +45,13 @@ from ptycho_torch.metrics import compute_metrics, global_phase_aligned
 from ptycho_torch.model import PtychoLightning, PtychoPINN
 from ptycho_torch.reassembly import Stitcher, canvas_frame, covered_box, default_crop, probe_weight
 from tracking.files import atomic_path, atomic_savez, atomic_write_json
+from tracking.untrusted import (
+    MAX_JSON_BYTES,
+    UntrustedFileError,
+    available_memory_bytes,
+    check_size,
+    confined_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +206,13 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> LoadedModel:
     for name in (MODEL_FILE, CONFIG_FILE):
         if not (model_dir / name).is_file():
             raise ModelFolderError(model_dir, "incomplete", name)
+    try:  # a model folder may come from anyone: its files stay inside it, sized
+        confined_path(model_dir, MODEL_FILE, "weights file")
+        check_size(confined_path(model_dir, CONFIG_FILE, "config file"), MAX_JSON_BYTES,
+                   "config file")
+        check_size(model_dir / MODEL_FILE, available_memory_bytes(), "weights file")
+    except UntrustedFileError as exc:
+        raise ModelFileError(str(exc)) from exc
     try:
         config = RunConfig.load(model_dir / CONFIG_FILE)
     except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError

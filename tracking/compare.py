@@ -13,7 +13,6 @@ Exit 0 when every row passes, 1 when any fails, 2 on bad input.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from tracking.redaction import redact
+from tracking.untrusted import read_json
 
 logger = logging.getLogger("tracking.compare")  # not "__main__" under python -m
 
@@ -152,7 +152,7 @@ def _run_records(client, run_id: str) -> list[dict] | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, "analysis/torch_patch_stats.json", tmp)
-            return json.loads(Path(path).read_text())
+            return read_json(path)
         except Exception:  # noqa: BLE001 - no artifact: the caller falls back to metrics
             return None
 

@@ -10,7 +10,7 @@ pickled module) is the caller's job. mlflow is imported lazily.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tracking.redaction import redact
 from tracking.store import TrackingUnavailable, resolve_tracking_uri
@@ -26,16 +26,32 @@ def is_model_uri(text: str) -> bool:
     return str(text).startswith(("runs:/", "models:/"))
 
 
+def _check_listing(client, run_id: str, path: str, depth: int = 0) -> None:
+    """Every artifact under ``path`` has a plain relative name inside it (a store listing
+    ``../`` or an absolute name would have the download write outside its folder)."""
+    for item in client.list_artifacts(run_id, path):
+        name = PurePosixPath(item.path)
+        if name.is_absolute() or ".." in name.parts or not name.is_relative_to(path):
+            raise TrackingUnavailable(f"run {run_id}: artifact {item.path!r} is not inside "
+                                      f"'{path}'; refused, nothing downloaded")
+        if item.is_dir and depth < 8:
+            _check_listing(client, run_id, item.path, depth + 1)
+
+
 def _download(client, run_id: str, path: str, dst: Path) -> Path:
     from mlflow.exceptions import MlflowException
 
+    path = path.strip("/") or MODEL_ARTIFACT_PATH
     try:
-        local = client.download_artifacts(run_id, path.strip("/") or MODEL_ARTIFACT_PATH,
-                                          str(dst))
+        _check_listing(client, run_id, path)
+        local = Path(client.download_artifacts(run_id, path, str(dst)))
     except MlflowException as exc:
         raise TrackingUnavailable(f"run {run_id} has no model artifacts at '{path}' "
                                   f"({str(exc).splitlines()[0]})") from exc
-    return Path(local)
+    if not local.resolve().is_relative_to(Path(dst).resolve()):
+        raise TrackingUnavailable(f"run {run_id}: the model was downloaded outside {dst}; "
+                                  "refused")
+    return local
 
 
 def _model_version(client, name: str, version: str):

@@ -34,6 +34,7 @@ from tracking.compare import summarize_records
 from tracking.patch_stats import BATCH_KEYS, STATS_FILE
 from tracking.redaction import redact
 from tracking.tf_dump import DumpError, is_dump_folder, read_dump_folder
+from tracking.untrusted import UntrustedFileError, check_npz_members, confined_path, read_json
 
 PROG = "python -m tracking.reference"
 FORMAT = "ptycho-reference-record"
@@ -71,7 +72,9 @@ class Library(NamedTuple):
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
+    except UntrustedFileError as exc:
+        raise ReferenceError(str(exc)) from exc
     except (OSError, ValueError) as exc:
         raise ReferenceError(f"{path}: not a readable JSON file ({exc})") from exc
 
@@ -159,7 +162,11 @@ def reference_column(path: str | Path) -> tuple[str, dict[str, float]]:
     stats: dict[str, float] = {}
     for name in (RECORD_FILE, STATS_FILE):
         if (path / name).is_file():
-            stats.update(summarize_records(load_record(path / name)["records"]))
+            try:
+                inside = confined_path(path, name, "record file")
+            except UntrustedFileError as exc:
+                raise ReferenceError(str(exc)) from exc
+            stats.update(summarize_records(load_record(inside)["records"]))
             break
     label = f"reference ({path.name})"
     if is_dump_folder(path):
@@ -181,8 +188,13 @@ def load_reconstruction(folder: Path, record: dict) -> dict[str, np.ndarray] | N
     if not info:
         return None
     name = info.get("file") or RECONSTRUCTION_FILE
-    path = folder / name
-    if Path(name).name != name or not path.is_file():
+    try:
+        path = confined_path(folder, str(name), "reconstruction file")
+        if path.is_file():
+            check_npz_members(path)
+    except UntrustedFileError as exc:
+        raise ReferenceError(f"{folder / RECORD_FILE}: {exc}") from exc
+    if not path.is_file():
         raise ReferenceError(f"{folder / RECORD_FILE}: reconstruction file {name!r} is not in "
                              f"{folder}")
     try:

@@ -11,10 +11,11 @@ reading; nothing here imports mlflow or ptycho_torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
+
+from tracking.untrusted import UntrustedFileError, confined_path, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ def read_dump_files(folder: str | Path) -> dict[str, dict]:
         if not path.is_file():
             continue
         try:
-            files[name] = json.loads(path.read_text())
+            files[name] = read_json(confined_path(folder, name, "dump file"))
+        except UntrustedFileError as exc:
+            raise DumpError(str(exc)) from exc
         except (OSError, ValueError) as exc:
             raise DumpError(f"{path}: not a readable JSON file ({exc})") from exc
         if not isinstance(files[name], dict):
@@ -125,7 +128,7 @@ def run_dump_statistics(client, run_id: str) -> dict[str, float]:
         for name in DUMP_FILES:
             if name in logged:
                 local = client.download_artifacts(run_id, f"{RUN_DUMP_FOLDER}/{name}", tmp)
-                files[name] = json.loads(Path(local).read_text())
+                files[name] = read_json(local)
         try:
             return dump_statistics(files)[1]
         except DumpError as exc:

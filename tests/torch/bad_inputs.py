@@ -185,6 +185,61 @@ def pickled(folder: Path) -> Path:
     return path
 
 
+def forged_shape(folder: Path) -> Path:
+    """A valid stub whose 'diffraction' header claims 10^12 patterns (with 16 KiB of data
+    behind it): a loader that trusts the header tries to allocate 1 PB."""
+    import zipfile
+
+    path = stub("forged_shape")(folder)
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, value in arrays.items():
+            buffer = io.BytesIO()
+            if key == "diffraction":
+                np.lib.format.write_array_header_1_0(buffer, {
+                    "descr": "<f4", "fortran_order": False, "shape": (10**12, PATCH, PATCH)})
+                buffer.write(value.astype("<f4").tobytes())
+            else:
+                np.lib.format.write_array(buffer, value, allow_pickle=False)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+    return path
+
+
+def forged_zip_size(folder: Path) -> Path:
+    """A compressed stub whose zip directory says 'diffraction.npy' expands to 4 GiB from
+    a few kilobytes: more than DEFLATE can give (a zip-bomb header)."""
+    import struct
+
+    path = folder / "forged_zip_size.npz"
+    write_random_stub(folder / "plain.npz", n=POINTS, big_n=PATCH)
+    with np.load(folder / "plain.npz", allow_pickle=False) as npz:
+        np.savez_compressed(path, **{key: npz[key] for key in npz.files})
+    (folder / "plain.npz").unlink()
+    data = bytearray(path.read_bytes())
+    name = b"diffraction.npy"
+    entry = 0
+    while (entry := data.find(b"PK\x01\x02", entry + 1)) != -1:
+        name_length = struct.unpack_from("<H", data, entry + 28)[0]
+        if bytes(data[entry + 46:entry + 46 + name_length]) == name:
+            struct.pack_into("<I", data, entry + 24, 0xFFFFFFFE)  # uncompressed size
+            break
+    path.write_bytes(bytes(data))
+    return path
+
+
+def model_weights_link_out(folder: Path, model_dir: Path) -> Path:
+    """A model folder whose model.pt is a link to weights outside it."""
+    outside = folder / "elsewhere"
+    outside.mkdir()
+    shutil.copy(model_dir / "model.pt", outside / "model.pt")
+    path = folder / "model_with_link"
+    path.mkdir()
+    shutil.copy(model_dir / "config.json", path / "config.json")
+    (path / "model.pt").symlink_to(outside / "model.pt")
+    return path
+
+
 def a_directory(folder: Path) -> Path:
     path = folder / "scan_folder.npz"
     path.mkdir()
@@ -303,6 +358,12 @@ CASES: list[Case] = [
          pickled, ("'_metadata'", "pickled", "never unpickled")),
     Case("raw_pickle_file", "a pickle.dumps file (would write a file) named .npz", raw_pickle,
          ("Python pickle", "never unpickled")),
+    Case("npz_header_claims_1e12_patterns", "'diffraction' header says (10^12, 16, 16), "
+         "16 KiB of data", forged_shape,
+         ("'diffraction'", "declares shape (1000000000000, 16, 16)", "refused before allocating")),
+    Case("npz_zip_claims_4_gib", "zip directory: 'diffraction.npy' expands to 4 GiB from a "
+         "few KiB", forged_zip_size,
+         ("'diffraction'", "more than compression can give", "refused")),
     Case("n_images_too_large", "--n_images 50 on 10 points", VALID,
          ("--n_images 50", "10 groups", "at most 10 expected"),
          extra={TRAIN: ("--n_images", "50"), INFERENCE: ("--n_images", "50")}),
@@ -328,6 +389,9 @@ CASES: list[Case] = [
          ("--model_path",), clis=(INFERENCE,), model=model_absent),
     Case("model_config_corrupt", "--model_path folder whose config.json is garbage", VALID,
          ("config.json",), clis=(INFERENCE,), model=garbled("config.json")),
+    Case("model_weights_link_out", "--model_path folder whose model.pt links outside it",
+         VALID, ("model.pt", "link leading out", "never followed"), clis=(INFERENCE,),
+         model=model_weights_link_out),
     Case("model_weights_corrupt", "--model_path folder whose model.pt is garbage", VALID,
          ("model.pt",), clis=(INFERENCE,), model=garbled("model.pt")),
 ]

@@ -8,7 +8,9 @@ from __future__ import annotations
 import ast
 import copy
 import hashlib
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -233,7 +235,32 @@ def _bad_cases(tmp_path: Path, records: list[dict], scan: Path) -> dict[str, tup
     with np.load(scan) as data:
         shape = data["objectGuess"].shape
     recon = {"object": np.ones(shape, np.complex64), "weight": np.ones(shape, np.float32)}
+    # foreign records: a named file outside the folder, by '..', absolute path or link
+    np.savez(tmp_path / "outside.npz", **recon)
+    linked = _write(tmp_path / "link", _record(records, reconstruction={"file": "r.npz"}))
+    (linked / "r.npz").symlink_to(tmp_path / "outside.npz")
+    forged = _write(tmp_path / "forged", _record(
+        records, reconstruction={"file": "reconstruction.npz"}), **recon)
+    with np.load(forged / "reconstruction.npz") as data:
+        arrays = {key: data[key] for key in data.files}
+    with zipfile.ZipFile(forged / "reconstruction.npz", "w") as archive:
+        for key, value in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, value)
+            if key == "object":  # the header claims 10^12 rows
+                buffer = io.BytesIO()
+                np.lib.format.write_array_header_1_0(buffer, {
+                    "descr": "<c8", "fortran_order": False, "shape": (10**12, shape[1])})
+                buffer.write(value.tobytes())
+            archive.writestr(f"{key}.npy", buffer.getvalue())
     return {
+        "file climbs out": (_write(tmp_path / "up", _record(
+            records, reconstruction={"file": "../outside.npz"})), (), "not a plain name"),
+        "absolute file": (_write(tmp_path / "abs", _record(
+            records, reconstruction={"file": str(tmp_path / "outside.npz")})), (),
+            "not a plain name"),
+        "file links out": (linked, (), "a link leading out"),
+        "forged npz header": (forged, (), "declares shape (1000000000000,"),
         "missing folder": (tmp_path / "nope", (), "not a folder"),
         "bad json": (tmp_path / "badjson", (), "not a readable JSON file"),
         "wrong format": (_write(tmp_path / "fmt", {**_record(records), "format": "other"}), (),
@@ -362,6 +389,23 @@ def test_malformed_tf_dump_is_one_line_exit_2(dumps, tmp_path, capsys):
     assert len(err) == 1 and "patch_amplitude.var_zero_mean" in err[0]
 
 
+def test_dump_file_linking_out_of_its_folder_is_refused(dumps, tmp_path, capsys):
+    """A received dump folder whose stats.json is a link elsewhere: one line, exit 2."""
+    real = _tf_dump(tmp_path / "real", dumps["tf_files"])
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for name in ("offsets.json", "canvas.json"):
+        if (real / name).is_file():
+            (linked / name).write_bytes((real / name).read_bytes())
+    (linked / "stats.json").symlink_to(real / "stats.json")
+    capsys.readouterr()
+    assert compare.cli_main(["--reference", str(linked), "--reference", str(dumps["ours"]),
+                             "--output-dir", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stats.json" in err[0] and "link leading out" in err[0], err
+    assert not (tmp_path / "cmp").exists()
+
+
 # -- the import rule ---------------------------------------------------------------------------
 
 def test_tracking_imports_ptycho_torch_only_inside_reference_cli_main():
@@ -408,10 +452,19 @@ def test_inference_on_given_group_indices(tracked_pair, tmp_path, capsys):
     assert raw["n_patches"] == indices.size
     assert raw["per_patch"]["mean"] == pytest.approx(expected.mean(axis=1).tolist(), rel=1e-6)
 
+    forged = io.BytesIO()  # a header claiming 10^12 groups over 32 bytes of data
+    np.lib.format.write_array_header_1_0(forged, {"descr": "<i8", "fortran_order": False,
+                                                  "shape": (10**12, 4)})
+    forged.write(np.arange(4, dtype="<i8").tobytes())
+    (tmp_path / "forged.npy").write_bytes(forged.getvalue())
     for bad, message in ((np.zeros((2, 3), np.int64), "integer (groups, 4) expected"),
+                         (tmp_path / "forged.npy", "refused before allocating"),
                          (np.array([[0, 1, 2, 99]]), "outside the scan's 10 patterns"),
                          (np.zeros((2, 4)), "integer (groups, 4) expected")):
-        np.save(path, bad)
+        if isinstance(bad, Path):
+            path.write_bytes(bad.read_bytes())
+        else:
+            np.save(path, bad)
         capsys.readouterr()
         target = tmp_path / "bad"
         assert inference.cli_main(inference_argv(tracked_pair["out"], tracked_pair["data"],
