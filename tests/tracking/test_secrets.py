@@ -1,7 +1,9 @@
 """Credentials never recorded: the redaction itself, and a real training, resume and
-inference against a real `mlflow server` with a password in the URI and a token in the
-environment, after which every byte written (output folders, the server's store and
-artifact root, TensorBoard files, captured stdout/stderr) is searched for them."""
+inference against a real `mlflow server` behind MLflow's basic-auth app, with the password
+in the URI (train, inference) or in the environment (resume) and a token in the
+environment, after which every byte written (output folders, the server's store, auth
+database and artifact root, TensorBoard files, captured stdout/stderr) is searched for
+them."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from tests.conftest import write_random_stub
 from tests.tracking.conftest import EXPERIMENT, client_for, run_id_of, subprocess_env
 from tracking.redaction import MASK, RedactingFormatter, redact
 
-PASSWORD = "s3cr3t-Pw9"
+PASSWORD = "s3cr3t-Pw9-long-enough"
 TOKEN = "tok-Zq81xLm0"
 
 
@@ -131,23 +133,43 @@ def test_no_secret_reaches_any_byte_written(tmp_path):
     logs.mkdir()
     data = work / "train.npz"
     write_random_stub(data, n=10, big_n=16)
-    with mlflow_server(tmp_path, "--default-artifact-root", str(tmp_path / "srvart")) as (
-            base, _proc):
+    auth_ini = tmp_path / "auth.ini"
+    auth_ini.write_text(f"[mlflow]\ndefault_permission = READ\n"
+                        f"database_uri = sqlite:///{tmp_path}/auth.db\nadmin_username = alice\n"
+                        "authorization_function = "
+                        "mlflow.server.auth:authenticate_request_basic_auth\n")
+    server_env = {"MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+                  "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+                  "MLFLOW_FLASK_SERVER_SECRET_KEY": "csrf-key-of-this-test"}
+    with mlflow_server(tmp_path, "--default-artifact-root", str(tmp_path / "srvart"),
+                       "--app-name", "basic-auth", env=server_env) as (base, _proc):
         host = base.split("://", 1)[1]
         uri = f"http://alice:{PASSWORD}@{host}"
         env = {**subprocess_env(), "MLFLOW_TRACKING_TOKEN": TOKEN}
-        common = ["--quiet", "--log-patch-stats", "--experiment-name", EXPERIMENT,
-                  "--tracking-uri", uri]
+        common = ["--quiet", "--log-patch-stats", "--experiment-name", EXPERIMENT]
         train = [sys.executable, "-m", "ptycho_torch.train", "--train_data_file", str(data),
                  "--output_dir", "out", "--gridsize", "2", "--batch_size", "3", *common]
-        _run([*train, "--max_epochs", "1"], env, work, "train", logs)
+        # without a credential the server refuses: one line, exit 2, nothing tracked
+        refused = subprocess.run([*train, "--tracking-uri", base, "--max_epochs", "1"],
+                                 env=env, cwd=work, capture_output=True, timeout=600)
+        (logs / "refused.stderr").write_bytes(refused.stderr)
+        assert refused.returncode == 2, refused.stderr.decode()[-2000:]
+        lines = refused.stderr.decode().strip().splitlines()
+        print("\nwithout a credential:", lines[-1])
+        assert len(lines) == 1 and "error:" in lines[0], lines
+        assert not (work / "out").exists()
+        _run([*train, "--tracking-uri", uri, "--max_epochs", "1"], env, work, "train", logs)
         run_id = run_id_of(work / "out")
-        _run([*train, "--max_epochs", "2", "--resume"], env, work, "resume", logs)
+        # the credential given again, this time as MLflow reads it from the environment
+        _run([*train, "--tracking-uri", base, "--max_epochs", "2", "--resume"],
+             {**env, "MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": PASSWORD},
+             work, "resume", logs)
         _run([sys.executable, "-m", "ptycho_torch.inference", "--model_path",
               f"runs:/{run_id}", "--test_data", str(data), "--output_dir", "inf",
-              "--debug-dump", "inf/dump", *common], env, work, "inference", logs)
+              "--debug-dump", "inf/dump", "--tracking-uri", uri, *common], env, work,
+             "inference", logs)
         # the runs worked with the credential given again: resumed in place, model fetched
-        client = client_for(base)
+        client = client_for(uri)
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
         assert run.data.tags["resume_count"] == "1"
@@ -162,6 +184,7 @@ def test_no_secret_reaches_any_byte_written(tmp_path):
               "inference output folder (with debug dump)": work / "inf",
               "TensorBoard event files and hparams.yaml": work / "mlruns",
               "server store (sqlite)": tmp_path / "srv.db",
+              "server auth database (sqlite)": tmp_path / "auth.db",
               "server artifact root": tmp_path / "srvart",
               "server log": tmp_path / "server.log",
               "captured stdout/stderr": logs}

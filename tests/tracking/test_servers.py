@@ -29,10 +29,12 @@ pytestmark = pytest.mark.slow
 
 
 @contextlib.contextmanager
-def server(command: list[str], log_path, cwd):
-    """Start a server in its own process group; stop the whole group (workers included)."""
+def server(command: list[str], log_path, cwd, env: dict[str, str] | None = None):
+    """Start a server in its own process group (``env`` added to its environment); stop
+    the whole group (workers included)."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, cwd=cwd, env=subprocess_env(), stdout=log,
+        proc = subprocess.Popen(command, cwd=cwd, env={**subprocess_env(), **(env or {})},
+                                stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield proc
@@ -50,16 +52,16 @@ def server(command: list[str], log_path, cwd):
 
 
 @contextlib.contextmanager
-def mlflow_server(tmp_path, *artifact_args: str):
+def mlflow_server(tmp_path, *artifact_args: str, env: dict[str, str] | None = None):
     """A real ``mlflow server`` on a free 127.0.0.1 port with a sqlite store in tmp_path and
-    the given artifact flags; yields (base URL, process); stopped with its workers."""
+    the given flags (and ``env``); yields (base URL, process); stopped with its workers."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
                str(port), "--workers", "1", "--backend-store-uri",
                f"sqlite:///{tmp_path}/srv.db", *artifact_args]
     log = tmp_path / "server.log"
-    with server(command, log, tmp_path) as proc:
+    with server(command, log, tmp_path, env) as proc:
         try:
             wait_for_http(f"{base}/health", 90, proc)
         except AssertionError as exc:
