@@ -66,15 +66,20 @@ def available_memory_bytes() -> int:
 
 
 def _gib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**30:.3g} GiB"
+    """A byte count in the largest binary unit below it: "256 MiB", "1.001e+04 TiB"."""
+    for unit, power in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n_bytes >= 2**power:
+            return f"{n_bytes / 2**power:.4g} {unit}"
+    return f"{n_bytes} bytes"
 
 
 def check_size(path: str | Path, limit_bytes: int, what: str = "file") -> int:
     """The file's size in bytes, refused above ``limit_bytes``."""
     size = Path(path).stat().st_size
     if size > limit_bytes:
-        raise UntrustedFileError(path, f"{what} of {_gib(size)}, more than the "
-                                 f"{_gib(limit_bytes)} read at most; refused")
+        raise UntrustedFileError(path, f"{what} of {size} bytes, more than the "
+                                 f"{_gib(limit_bytes)} ({limit_bytes} bytes) read at most; "
+                                 "refused")
     return size
 
 

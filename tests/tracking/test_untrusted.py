@@ -93,3 +93,35 @@ def test_no_pickle_anywhere_in_the_code():
             for call in torch_load.finditer(text):
                 assert "weights_only=True" in call.group(1), f"{path}: {call.group(0)}"
     assert checked > 40
+
+
+SERVER_COMMAND = re.compile(r"\b(mlflow (?:ui|server)|tensorboard(?:\.main)? --logdir)\b")
+
+
+def _code_block_commands(text: str) -> list[str]:
+    """The shell commands in a markdown text's code blocks, continuation lines joined."""
+    commands, inside, current = [], False, ""
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            inside = not inside
+            continue
+        if not inside:
+            continue
+        current += line.rstrip("\\").strip() + " "
+        if not line.rstrip().endswith("\\"):
+            commands.append(current.strip())
+            current = ""
+    return commands
+
+
+def test_documented_servers_bind_to_localhost():
+    """Every mlflow ui / mlflow server / tensorboard the README or docs/ tell users to
+    start binds to 127.0.0.1."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    found = []
+    for page in pages:
+        for command in _code_block_commands(page.read_text()):
+            if SERVER_COMMAND.search(command):
+                found.append(command)
+                assert "--host 127.0.0.1" in command, f"{page.name}: {command}"
+    assert len(found) >= 4, found  # README and docs/tracking.md name at least these
