@@ -195,6 +195,7 @@ def configure_logging(quiet: bool) -> None:
         handler.is_ptycho_handler = True
         root.addHandler(handler)
     root.setLevel(logging.INFO)
+    logging.captureWarnings(True)  # Python warnings through the same (redacting) handler
     # Lightning 2.6 on torch 2.14 warns about its own use of a torch pytree class on every
     # fit; the user can do nothing about it
     warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")

@@ -193,3 +193,24 @@ def test_no_secret_reaches_any_byte_written(tmp_path):
     print("\nplace | files searched | hits")
     for label, n_files, n_hits in table:
         print(f"{label} | {n_files} | {n_hits}")
+
+
+def test_cli_log_handler_redacts_log_lines_and_python_warnings(capsys):
+    import warnings
+
+    from ptycho_torch.cli.shared import configure_logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    configure_logging(quiet=False)
+    try:
+        logging.getLogger("mlflow.somewhere").warning("retrying http://bob:%s@h:1/api", PASSWORD)
+        warnings.warn(f"insecure request to https://bob:{PASSWORD}@h:1", UserWarning,
+                      stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert PASSWORD not in err
+    assert "retrying http://***@h:1/api" in err and "insecure request to https://***@h:1" in err
