@@ -186,7 +186,7 @@ def pickled(folder: Path) -> Path:
 
 
 def forged_shape(folder: Path) -> Path:
-    """A valid stub whose 'diffraction' header claims 10^12 patterns (with 16 KiB of data
+    """A valid stub whose 'diffraction' header claims 10^12 patterns (with 10 KiB of data
     behind it): a loader that trusts the header tries to allocate 1 PB."""
     import zipfile
 
@@ -359,7 +359,7 @@ CASES: list[Case] = [
     Case("raw_pickle_file", "a pickle.dumps file (would write a file) named .npz", raw_pickle,
          ("Python pickle", "never unpickled")),
     Case("npz_header_claims_1e12_patterns", "'diffraction' header says (10^12, 16, 16), "
-         "16 KiB of data", forged_shape,
+         "10 KiB of data", forged_shape,
          ("'diffraction'", "declares shape (1000000000000, 16, 16)", "refused before allocating")),
     Case("npz_zip_claims_4_gib", "zip directory: 'diffraction.npy' expands to 4 GiB from a "
          "few KiB", forged_zip_size,
