@@ -1,0 +1,75 @@
+"""python -m bench.gpu_check --smoke: the GPU acceptance's code, run on the CPU at tiny sizes,
+so that it cannot rot between the rare GPU sessions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import gpu_check
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_smoke_runs_every_section_and_writes_one_table(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    done = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--smoke", "--out",
+                           str(out), "--work", str(work)], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (md,) = out.glob("*-cpu-gpu-check-smoke.md")
+    result = json.loads(md.with_suffix(".json").read_text())
+    assert result["mode"] == "smoke" and result["device"] == "cpu"
+    assert md.read_text() in done.stdout  # the table printed is the table written
+    verdicts = {row["check"]: row["verdict"] for row in result["rows"]}
+    assert not {v for v in verdicts.values()} & {gpu_check.FAIL, gpu_check.ERROR}, verdicts
+
+    def verdict(prefix: str) -> list[str]:
+        found = [v for check, v in verdicts.items() if check.startswith(prefix)]
+        assert found, f"no row starts with {prefix!r}: {list(verdicts)}"
+        return found
+
+    # what runs the same on a CPU passes for real
+    assert verdict("baseline: train") == [gpu_check.PASS]
+    assert verdict("baseline: inference") == [gpu_check.PASS]
+    assert verdict("baseline train run: numerics tags") == [gpu_check.PASS]
+    assert verdict("determinism: training twice") == [gpu_check.PASS]
+    assert verdict("determinism: inference twice") == [gpu_check.PASS]
+    assert verdict("DDP:") == [gpu_check.PASS]
+    # what needs a GPU says so instead of pretending
+    assert verdict("baseline train run: GPU system metrics") == [gpu_check.NA_CPU]
+    assert set(verdict("no cost when off")) == {gpu_check.NA_CPU}
+    assert verdict("tracking's cost") == [gpu_check.NA_CPU]
+    assert set(verdict("training step")) == {gpu_check.NA_CPU}
+    assert verdict("inference incl. stitching") == [gpu_check.NA_CPU]
+    assert verdict("pytest -m gpu") == [gpu_check.NA_CPU]
+    assert result["details"]["pytest_gpu"]["counts"].get("skipped", 0) >= 1
+    # the store holds the baseline's parent, train and inference runs, and the DDP run
+    assert (work / "mlruns" / "mlflow.db").is_file()
+    assert result["details"]["baseline"]["steps"]["train"] > 0
+
+
+def test_a_missing_package_is_named_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gpu_check, "CARRIED", (*gpu_check.CARRIED, "no-such-package-gpu-check"))
+    code = gpu_check.main(["--smoke", "--out", str(tmp_path / "out"), "--work",
+                           str(tmp_path / "work")])
+    assert code == 2
+    assert "no-such-package-gpu-check: not installed" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+def test_the_carried_packages_are_satisfied_here():
+    # the project's own environment has everything a tracked run needs, at fitting versions
+    assert gpu_check.missing_packages() == []
+
+
+def test_unknown_section_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        gpu_check.main(["--smoke", "--out", str(tmp_path), "--sections", "baseline,nope"])
+    assert exc.value.code == 2
