@@ -500,11 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
                         help="device (default: cuda, or cpu with --smoke)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma list of the parts to run, in this order: "
-                             f"{', '.join(SECTIONS)} (default: all)")
+                        help=f"comma list of the parts to run, in the order given "
+                             f"(default: all: {', '.join(SECTIONS)})")
     parser.add_argument("--work", default=None,
                         help="folder for the runs' data, outputs, logs and sqlite store, "
                              "kept (default: a temporary folder, removed at the end)")
+    parser.add_argument("--logs", default=None,
+                        help="also copy every step's log (CLI output, pytest) into this "
+                             "folder: small, and what a failed row needs")
     return parser
 
 
@@ -526,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # before CUDA starts: cuBLAS is deterministic only with this workspace setting
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # the CLIs run as subprocesses (and start their own): relative PYTHONPATH entries
+    # (PYTHONPATH=.:gpu_site) must not depend on their working folder
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        str(Path(entry).resolve()) for entry in
+        [str(ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep)] if entry)
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -547,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             check.details.setdefault("section_seconds", {})[name] = (
                 time.perf_counter() - section_started)
     finally:
+        if args.logs and (work / "logs").is_dir():
+            shutil.copytree(work / "logs", args.logs, dirs_exist_ok=True)
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     mode = "smoke" if args.smoke else "full"
