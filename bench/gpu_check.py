@@ -18,10 +18,13 @@ fresh sqlite store:
   including stitching at 16,384 patterns (>= 100,000), peak memory of each;
 - DDP: the train CLI under ``--strategy ddp`` (NCCL on the one GPU) finishes and tracks one
   run;
-- ``pytest -m gpu``: the GPU tests, with their counts.
+- ``pytest -m gpu``: the GPU tests, with their counts;
+- compile: the batch-4 training step with ``torch.compile`` (fp32, bf16), last because
+  compiling takes the longest.
 
 Prints one table (check, measured, target, verdict) and writes it as
-``DIR/<date>-<device>-gpu-check[-smoke].md`` and ``.json``. ``--smoke`` runs the same code
+``DIR/<date>-<device>-gpu-check[-smoke].md`` and ``.json``, rewritten after every part so
+that a run stopped by a time limit keeps what it finished. ``--smoke`` runs the same code
 on the CPU at tiny sizes in under a minute (tests/bench/test_gpu_check.py runs it in CI); a
 row whose target or measurement needs a GPU then says "n/a on CPU" beside what it measured.
 Exit 0 when no row FAILs or ERRORs (a throughput short of its target is MISS, not a failure),
@@ -49,7 +52,7 @@ PASS, FAIL, MISS, ERROR = "PASS", "FAIL", "MISS", "ERROR"
 NA_CPU = "n/a on CPU"
 NA_OPTIONAL = "n/a (did not run here)"
 FIGURE = "measured (no target)"
-SECTIONS = ("baseline", "determinism", "no_cost", "throughput", "ddp", "pytest")
+SECTIONS = ("baseline", "determinism", "no_cost", "throughput", "ddp", "pytest", "compile")
 # what a tracked run and the pytest row import beyond the GPU machine's own packages
 # (tools/gpu_wheels.sh carries them)
 CARRIED = ("mlflow-skinny", "sqlalchemy", "alembic", "pytest", "hypothesis")
@@ -65,6 +68,8 @@ class Sizes:
     inference_batch: int
     train_rows: tuple[tuple[int, tuple[str, ...]], ...]
     """(batch, variants) of the training-step rows (bench/train_steps.py variants)."""
+    compile_rows: tuple[tuple[int, tuple[str, ...]], ...]
+    """The same with torch.compile: last, as compiling takes the longest."""
     n_steps: int
     inference_patterns: int
     inference_repeats: int
@@ -75,11 +80,13 @@ class Sizes:
 
 
 FULL = Sizes(simulate=(), epochs=10, groups=256, inference_groups=128, inference_batch=32,
-             train_rows=((4, ("fp32", "bf16", "fp32+compile")), (256, ("fp32", "bf16"))),
+             train_rows=((4, ("fp32", "bf16")), (256, ("fp32", "bf16"))),
+             compile_rows=((4, ("fp32+compile", "bf16+compile")),),
              n_steps=30, inference_patterns=16384, inference_repeats=3, no_cost_patch=64,
              no_cost_inference_batch=32, ddp_devices=1, ddp_groups=64)
 SMOKE = Sizes(simulate=("--n-images", "96", "--patch-size", "32"), epochs=1, groups=16,
               inference_groups=8, inference_batch=4, train_rows=((4, ("fp32",)),),
+              compile_rows=(),  # compiling for the CPU takes minutes
               n_steps=2, inference_patterns=64, inference_repeats=1, no_cost_patch=32,
               no_cost_inference_batch=4, ddp_devices=1, ddp_groups=8)
 STEP_TARGET_MS = 3.0
@@ -328,13 +335,13 @@ def check_no_cost(check: Check) -> None:
                   measured, "-", FIGURE)
 
 
-def check_throughput(check: Check) -> None:
-    from bench.inference_speed import bench_inference
+def train_step_rows(check: Check, train_rows) -> list[dict]:
+    """One row per (batch, variant): step ms against 3 ms at batch 4, else groups/s."""
     from bench.train_steps import bench_train_steps
 
     s = check.sizes
     rows = []
-    for batch, variants in s.train_rows:
+    for batch, variants in train_rows:
         for variant in variants:
             label = f"training step, gridsize 2, N 64, batch {batch}, {variant}"
             try:
@@ -354,6 +361,21 @@ def check_throughput(check: Check) -> None:
             else:
                 check.target_row(label, measured, f">= {GROUPS_TARGET:,} groups/s",
                                  row["groups_per_s"] >= GROUPS_TARGET)
+    return rows
+
+
+def check_compile(check: Check) -> None:
+    if not check.sizes.compile_rows:
+        check.row("training step with torch.compile", "not run at smoke sizes", "-", NA_CPU)
+        return
+    check.details["compile"] = train_step_rows(check, check.sizes.compile_rows)
+
+
+def check_throughput(check: Check) -> None:
+    from bench.inference_speed import bench_inference
+
+    s = check.sizes
+    rows = train_step_rows(check, s.train_rows)
     (inference,) = bench_inference(check.device, [s.inference_patterns], s.inference_repeats)
     peak = inference["peak_device_rise_mib"]
     host = inference["peak_host_rise_mib"]
@@ -426,7 +448,7 @@ def check_pytest(check: Check) -> None:
 
 RUNNERS = {"baseline": check_baseline, "determinism": check_determinism,
            "no_cost": check_no_cost, "throughput": check_throughput, "ddp": check_ddp,
-           "pytest": check_pytest}
+           "pytest": check_pytest, "compile": check_compile}
 
 
 # -- the report -------------------------------------------------------------------------
@@ -475,7 +497,8 @@ def missing_packages() -> list[str]:
 def to_markdown(result: dict) -> str:
     lines = [f"# GPU acceptance: {result['device_name']} ({result['date']})", "",
              f"`{result['command']}`: mode {result['mode']}, torch {result['torch']}, "
-             f"CUDA {result['cuda']}, {result['wall_seconds']:.0f} s in all", "",
+             f"CUDA {result['cuda']}, {result['wall_seconds']:.0f} s in all "
+             f"(parts run: {', '.join(result['sections_done'])})", "",
              "| check | measured | target | verdict |", "|---|---|---|---|"]
     lines += [f"| {row['check']} | {row['measured']} | {row['target']} | {row['verdict']} |"
               for row in result["rows"]]
@@ -544,8 +567,24 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     check = Check(device, SMOKE if args.smoke else FULL, work)
     started = time.perf_counter()
+    stem = Path(args.out) / f"{today()}-{device}-gpu-check{'-smoke' if args.smoke else ''}"
+    facts = {"date": today(), "device": device, "device_name": device_name(device),
+             "torch": torch.__version__, "cuda": torch.version.cuda or "none",
+             "mode": "smoke" if args.smoke else "full",
+             "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
+             "sizes": asdict(check.sizes)}
+
+    def report(done: list[str]) -> str:
+        """The table so far, written after every part: a run stopped by a time limit
+        still leaves the rows it finished."""
+        result = {**facts, "wall_seconds": time.perf_counter() - started,
+                  "sections_done": done, "rows": check.rows, "details": check.details}
+        markdown = to_markdown(result)
+        write_results(stem, json.loads(json.dumps(result, default=str)), markdown)
+        return markdown
+
     try:
-        for name in sections:
+        for index, name in enumerate(sections):
             print(f"[gpu_check] {name} ...", flush=True)
             section_started = time.perf_counter()
             try:
@@ -554,21 +593,13 @@ def main(argv: list[str] | None = None) -> int:
                 check.row(name, _first_line(exc), "-", ERROR)
             check.details.setdefault("section_seconds", {})[name] = (
                 time.perf_counter() - section_started)
+            markdown = report(sections[: index + 1])
     finally:
         if args.logs and (work / "logs").is_dir():
             shutil.copytree(work / "logs", args.logs, dirs_exist_ok=True)
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    mode = "smoke" if args.smoke else "full"
-    result = {"date": today(), "device": device, "device_name": device_name(device),
-              "torch": torch.__version__, "cuda": torch.version.cuda or "none", "mode": mode,
-              "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
-              "wall_seconds": time.perf_counter() - started, "sizes": asdict(check.sizes),
-              "rows": check.rows, "details": check.details}
-    markdown = to_markdown(result)
     print(markdown)
-    stem = Path(args.out) / f"{today()}-{device}-gpu-check{'-smoke' if args.smoke else ''}"
-    write_results(stem, json.loads(json.dumps(result, default=str)), markdown)
     print(f"wrote {stem}.md and {stem}.json")
     return 1 if any(row["verdict"] in (FAIL, ERROR) for row in check.rows) else 0
 
