@@ -25,7 +25,7 @@ fresh sqlite store:
 Prints one table (check, measured, target, verdict) and writes it as
 ``DIR/<date>-<device>-gpu-check[-smoke].md`` and ``.json``, rewritten after every part so
 that a run stopped by a time limit keeps what it finished. ``--smoke`` runs the same code
-on the CPU at tiny sizes in under a minute (tests/bench/test_gpu_check.py runs it in CI); a
+on the CPU at tiny sizes in a few minutes at most (tests/bench/test_gpu_check.py runs it in CI); a
 row whose target or measurement needs a GPU then says "n/a on CPU" beside what it measured.
 Exit 0 when no row FAILs or ERRORs (a throughput short of its target is MISS, not a failure),
 1 otherwise, 2 on bad usage or a missing package (named, before anything runs).
@@ -74,6 +74,8 @@ class Sizes:
     inference_patterns: int
     inference_repeats: int
     no_cost_patch: int
+    no_cost_steps: int
+    """Training steps measured after the limit."""
     no_cost_inference_batch: int
     ddp_devices: int
     ddp_groups: int
@@ -83,12 +85,12 @@ FULL = Sizes(simulate=(), epochs=10, groups=256, inference_groups=128, inference
              train_rows=((4, ("fp32", "bf16")), (256, ("fp32", "bf16"))),
              compile_rows=((4, ("fp32+compile", "bf16+compile")),),
              n_steps=30, inference_patterns=16384, inference_repeats=3, no_cost_patch=64,
-             no_cost_inference_batch=32, ddp_devices=1, ddp_groups=64)
+             no_cost_steps=3, no_cost_inference_batch=32, ddp_devices=1, ddp_groups=64)
 SMOKE = Sizes(simulate=("--n-images", "96", "--patch-size", "32"), epochs=1, groups=16,
               inference_groups=8, inference_batch=4, train_rows=((4, ("fp32",)),),
               compile_rows=(),  # compiling for the CPU takes minutes
               n_steps=2, inference_patterns=64, inference_repeats=1, no_cost_patch=32,
-              no_cost_inference_batch=4, ddp_devices=1, ddp_groups=8)
+              no_cost_steps=1, no_cost_inference_batch=4, ddp_devices=1, ddp_groups=8)
 STEP_TARGET_MS = 3.0
 GROUPS_TARGET = 10_000
 PATTERNS_TARGET = 100_000
@@ -307,13 +309,14 @@ def check_no_cost(check: Check) -> None:
 
     s = check.sizes
     result = no_cost.measure(check.device, check.work / "no_cost", patch=s.no_cost_patch,
-                             inference_batch=s.no_cost_inference_batch)
+                             inference_batch=s.no_cost_inference_batch,
+                             measured_steps=s.no_cost_steps)
     check.details["no_cost"] = result
     limit = result["limit"]
     for part, what in (("train", f"a training step (batch {result['train_batch']}, N "
                                  f"{result['patch']})"),
                        ("inference", f"an inference batch ({result['inference_batch']} "
-                                     "patterns, stitched)")):
+                                     f"patterns, N {result['patch']}, stitched)")):
         runs = result[part]
         if check.gpu:
             mismatches = no_cost.differences(runs)
@@ -518,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for <date>-<device>-gpu-check[-smoke].md and .json "
                              "(e.g. bench/results)")
     parser.add_argument("--smoke", action="store_true",
-                        help="the same code at tiny sizes on the CPU, in under a minute "
+                        help="the same code at tiny sizes on the CPU (a few minutes at most) "
                              "(rows that need a GPU say n/a on CPU)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
                         help="device (default: cuda, or cpu with --smoke)")

@@ -168,12 +168,12 @@ def _inference_run(variant: str, device: str, patch: int, batch: int, limit: int
     from ptycho_torch.workflows import predict_and_stitch
 
     model = _model(patch, 1, device, variant).eval()
-    probe = make_probe(64)
-    grouped, shape, origin = raster_scan(batch * (limit + 1), probe)
+    grouped, shape, origin = raster_scan(batch * (limit + 1), make_probe(patch))
     recorder = _recorder(variant, limit, folder)
 
     def call(grouped, model=model):
-        return predict_and_stitch(model, grouped, shape, origin, device, batch, crop=20,
+        return predict_and_stitch(model, grouped, shape, origin, device, batch,
+                                  crop=patch * 20 // 64,
                                   progress=False, recorder=recorder)
 
     # the first K batches (instrumented in "past limit"), then one batch alone, measured
@@ -210,12 +210,12 @@ def measure(device: str, folder, *, patch: int = 64, train_batch: int = 4,
            "inference_batch": inference_batch, "limit": limit,
            "measured_steps": measured_steps, "train": {}, "inference": {}}
     _train_run("off", device, patch, train_batch, limit, measured_steps, folder / "prime")
-    _inference_run("off", device, 64, inference_batch, limit, folder / "prime")
+    _inference_run("off", device, patch, inference_batch, limit, folder / "prime")
     for variant in VARIANTS:
         out["train"][variant] = _train_run(variant, device, patch, train_batch, limit,
                                            measured_steps, folder / f"train-{variant}")
     for variant in VARIANTS:
-        out["inference"][variant] = _inference_run(variant, device, 64, inference_batch,
+        out["inference"][variant] = _inference_run(variant, device, patch, inference_batch,
                                                    limit, folder / f"infer-{variant}")
     for part in ("train", "inference"):
         runs = out[part]
