@@ -312,6 +312,14 @@ def check_no_cost(check: Check) -> None:
                              inference_batch=s.no_cost_inference_batch,
                              measured_steps=s.no_cost_steps)
     check.details["no_cost"] = result
+    no_cost_rows(check, result)
+
+
+def no_cost_rows(check: Check, result: dict) -> None:
+    """The rows of :func:`bench.no_cost.measure`'s result: equal or not, and the K-batch
+    cost."""
+    from bench import no_cost
+
     limit = result["limit"]
     for part, what in (("train", f"a training step (batch {result['train_batch']}, N "
                                  f"{result['patch']})"),

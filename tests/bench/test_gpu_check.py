@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import gpu_check
+from bench import gpu_check, no_cost
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,3 +73,42 @@ def test_unknown_section_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         gpu_check.main(["--smoke", "--out", str(tmp_path), "--sections", "baseline,nope"])
     assert exc.value.code == 2
+
+
+def _memory(allocations: int, peak: int) -> dict:
+    return {"allocated_at_start": 1024, "allocations": allocations, "requested_total": 4096,
+            "requested_peak": 2048, "max_memory_allocated": peak}
+
+
+def _no_cost_result(off_peak: int) -> dict:
+    """bench.no_cost.measure's result as a GPU gives it (figures made up, shape real)."""
+    plain = {"warmup_seconds": 0.010, "measured_seconds": 0.015, "records": 0,
+             "warmup": _memory(40, 2**21), "measured": _memory(60, 2**21)}
+    runs = {"uninstrumented": plain, "off": {**plain, "measured": _memory(60, off_peak)},
+            "past limit": {**plain, "warmup_seconds": 0.030, "records": 2,
+                           "warmup": _memory(90, 2**22)},
+            "off again": plain}
+    result = {"limit": 2, "patch": 64, "train_batch": 4, "inference_batch": 32,
+              "train": runs, "inference": runs}
+    for part in ("train", "inference"):
+        result[f"{part}_instrumented_cost"] = no_cost.instrumented_cost(
+            runs["past limit"], plain, 2, 3)
+    return result
+
+
+def test_no_cost_rows_on_a_gpu_pass_on_equal_figures_and_name_a_difference(tmp_path):
+    check = gpu_check.Check("cuda", gpu_check.FULL, tmp_path)
+    gpu_check.no_cost_rows(check, _no_cost_result(off_peak=2**21))
+    rows = {row["check"]: row for row in check.rows}
+    equal = [row for name, row in rows.items() if name.startswith("no cost when off")]
+    assert [row["verdict"] for row in equal] == [gpu_check.PASS, gpu_check.PASS]
+    assert equal[0]["measured"] == "60 allocations, peak 2.0 MiB in all variants"
+    cost = [row for name, row in rows.items() if name.startswith("patch stats on")]
+    # 30 ms - 2 x 5 ms against 10 ms - 2 x 5 ms; 50 more allocations, 2 MiB more peak
+    assert cost[0]["measured"] == "+20 ms, +50 allocations, peak +2.0 MiB"
+
+    check = gpu_check.Check("cuda", gpu_check.FULL, tmp_path)
+    gpu_check.no_cost_rows(check, _no_cost_result(off_peak=2**21 + 512))
+    failed = [row for row in check.rows if row["verdict"] == gpu_check.FAIL]
+    assert len(failed) == 2
+    assert failed[0]["measured"] == f"off: max_memory_allocated {2**21 + 512} vs {2**21}"
