@@ -8,8 +8,9 @@
 # `python -m bench.gpu_check` (which runs `pytest -m gpu`) need beyond that:
 #
 #   mlflow-skinny   MLflow's client, sqlite tracking store and system metrics, without the
-#                   server, pandas or pyarrow (the full `mlflow` package adds ~60 MB that a
-#                   tracked run never imports)
+#                   server, pandas, pyarrow or scikit-learn: the full `mlflow` package and
+#                   its dependencies would carry 106 MiB (measured 2026-12-04), over the
+#                   limit, of what a tracked run never imports
 #   sqlalchemy, alembic   the sqlite store's engine and schema migrations (skinny leaves them out)
 #   pytest, hypothesis    the test runner and what the test modules import
 #
