@@ -404,6 +404,7 @@ def check_ddp(check: Check) -> None:
     train, _ = check.data()
     log = check.work / "logs" / "ddp.log"
     experiment = "gpu_check_ddp"
+    started_ms = int(time.time() * 1000)
     seconds = run_module("ptycho_torch.train", [
         "--train_data_file", str(train), "--output_dir", str(check.work / "ddp"),
         "--max_epochs", "1", "--n_images", str(s.ddp_groups), "--gridsize", "2",
@@ -412,7 +413,9 @@ def check_ddp(check: Check) -> None:
         "--experiment-name", experiment], log)  # not --quiet: Lightning names the backend
     client = _client(check.uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    runs = client.search_runs([experiment_id])
+    # the runs this check started (a reused --work may hold older ones)
+    runs = [run for run in client.search_runs([experiment_id])
+            if run.info.start_time >= started_ms]
     backend = re.search(r"distributed_backend=(\w+)", log.read_text(errors="replace"))
     backend = backend.group(1) if backend else "?"
     ok = len(runs) == 1 and runs[0].info.status == "FINISHED"
@@ -537,8 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma list of the parts to run, in the order given "
                              f"(default: all: {', '.join(SECTIONS)})")
     parser.add_argument("--work", default=None,
-                        help="folder for the runs' data, outputs, logs and sqlite store, "
-                             "kept (default: a temporary folder, removed at the end)")
+                        help="new (or empty) folder for the runs' data, outputs, logs and "
+                             "sqlite store, kept (default: a temporary folder, removed at "
+                             "the end)")
     parser.add_argument("--logs", default=None,
                         help="also copy every step's log (CLI output, pytest) into this "
                              "folder: small, and what a failed row needs")
@@ -555,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sections: unknown {unknown or args.sections!r}; choose from "
                      f"{', '.join(SECTIONS)}")
     device = args.device or ("cpu" if args.smoke else "cuda")
+    if args.work and Path(args.work).exists() and any(Path(args.work).iterdir()):
+        parser.error(f"--work {args.work} is not empty: give a new folder")
     problems = missing_packages()
     if problems:
         print(f"{prog}: error: missing or unfit packages: {'; '.join(problems)} "

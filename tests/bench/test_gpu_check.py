@@ -112,3 +112,12 @@ def test_no_cost_rows_on_a_gpu_pass_on_equal_figures_and_name_a_difference(tmp_p
     failed = [row for row in check.rows if row["verdict"] == gpu_check.FAIL]
     assert len(failed) == 2
     assert failed[0]["measured"] == f"off: max_memory_allocated {2**21 + 512} vs {2**21}"
+
+
+def test_a_used_work_folder_is_refused(tmp_path):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "old.txt").write_text("a previous run")
+    with pytest.raises(SystemExit) as exc:
+        gpu_check.main(["--smoke", "--out", str(tmp_path / "out"), "--work",
+                        str(tmp_path / "work")])
+    assert exc.value.code == 2 and not (tmp_path / "out").exists()
