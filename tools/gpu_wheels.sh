@@ -56,6 +56,12 @@ PRESENT=" absl-py aiohappyeyeballs aiohttp aiosignal attrs contourpy cycler file
  typing-extensions werkzeug yarl "
 PRESENT=${PRESENT//$'\n'/ }
 
+# DEST is replaced: refuse anything but a folder this script made (wheels and spare/)
+if [[ -e $DEST ]] && find "$DEST" -mindepth 1 -maxdepth 1 ! -name '*.whl' ! -name spare |
+        grep -q .; then
+    echo "tools/gpu_wheels.sh: error: $DEST holds more than wheels; give a new folder" >&2
+    exit 2
+fi
 abi=cp${PY_VERSION/./}
 download=$(mktemp -d)
 trap 'rm -rf "$download"' EXIT
