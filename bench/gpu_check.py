@@ -543,6 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="new (or empty) folder for the runs' data, outputs, logs and "
                              "sqlite store, kept (default: a temporary folder, removed at "
                              "the end)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="seconds after which no further part starts (its row says so), "
+                             "so the run ends about a minute after it at most (default: 300, "
+                             "for 6 minutes on an H200; none with --smoke)")
     parser.add_argument("--logs", default=None,
                         help="also copy every step's log (CLI output, pytest) into this "
                              "folder: small, and what a failed row needs")
@@ -583,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     check = Check(device, SMOKE if args.smoke else FULL, work)
+    budget_s = args.budget_s if args.budget_s is not None else (
+        float("inf") if args.smoke else 300.0)
     started = time.perf_counter()
     stem = Path(args.out) / f"{today()}-{device}-gpu-check{'-smoke' if args.smoke else ''}"
     facts = {"date": today(), "device": device, "device_name": device_name(device),
@@ -602,6 +608,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         for index, name in enumerate(sections):
+            elapsed = time.perf_counter() - started
+            if elapsed > budget_s:
+                check.row(name, f"not started: {elapsed:.0f} s spent of the {budget_s:g} s "
+                          "budget", "-", NA_OPTIONAL if name == "compile" else ERROR)
+                markdown = report(sections[: index + 1])
+                continue
             print(f"[gpu_check] {name} ...", flush=True)
             section_started = time.perf_counter()
             try:

@@ -121,3 +121,14 @@ def test_a_used_work_folder_is_refused(tmp_path):
         gpu_check.main(["--smoke", "--out", str(tmp_path / "out"), "--work",
                         str(tmp_path / "work")])
     assert exc.value.code == 2 and not (tmp_path / "out").exists()
+
+
+def test_parts_past_the_time_budget_do_not_start_and_say_so(tmp_path):
+    code = gpu_check.main(["--smoke", "--out", str(tmp_path), "--sections", "pytest,compile",
+                           "--budget-s", "0"])
+    assert code == 1  # a part of the acceptance that did not run is not a pass
+    (json_file,) = tmp_path.glob("*.json")
+    rows = json.loads(json_file.read_text())["rows"]
+    assert [(row["check"], row["verdict"]) for row in rows] == [
+        ("pytest", gpu_check.ERROR), ("compile", gpu_check.NA_OPTIONAL)]
+    assert all(row["measured"].startswith("not started") for row in rows)
