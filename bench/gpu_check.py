@@ -544,9 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "sqlite store, kept (default: a temporary folder, removed at "
                              "the end)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="seconds after which no further part starts (its row says so), "
-                             "so the run ends about a minute after it at most (default: 300, "
-                             "for 6 minutes on an H200; none with --smoke)")
+                        help="seconds after which no further part starts (its row says so; "
+                             "a part already running finishes) (default: 300, for 6 minutes "
+                             "on an H200; none with --smoke)")
     parser.add_argument("--logs", default=None,
                         help="also copy every step's log (CLI output, pytest) into this "
                              "folder: small, and what a failed row needs")
