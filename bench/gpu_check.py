@@ -168,13 +168,22 @@ def _client(uri: str):
 
 # -- sections ---------------------------------------------------------------------------
 def check_baseline(check: Check) -> None:
-    """The baseline CLI tracked into the sqlite store; its runs' metrics and tags; then the
-    same training untracked, for tracking's cost."""
+    """The baseline CLI tracked into the sqlite store; its runs' metrics and tags; and the
+    same training untracked, before and after it, for tracking's cost."""
     from tracking.run import read_sidecar
 
     s = check.sizes
     train, test = check.data()
     hub = check.work / "baseline"
+
+    def untracked(label: str) -> float:
+        return run_module("ptycho_torch.train",
+                          [*train_flags(check, train, check.work / f"untracked-{label}"),
+                           "--logger", "none"], check.work / "logs" / f"untracked-{label}.log")
+
+    # the first process to start CUDA (and read its libraries from disk) pays for it: an
+    # untracked run first, so the tracked one is not the cold one, and another after it
+    untracked_before = untracked("before")
     seconds = run_module("ptycho_torch.baseline", [
         "--hub", str(hub), "--train-data", str(train), "--test-data", str(test),
         "--max-epochs", str(s.epochs), "--n-images", str(s.groups),
@@ -227,15 +236,17 @@ def check_baseline(check: Check) -> None:
               f"{tags.get('gpu.names')!r}", "present, deterministic true",
               PASS if numerics and deterministic else FAIL)
 
-    # tracking's cost: the same training, --logger none, beside the tracked one
-    untracked = run_module("ptycho_torch.train",
-                           [*train_flags(check, train, check.work / "untracked"),
-                            "--logger", "none"], check.work / "logs" / "untracked.log")
+    # tracking's cost: the same training with --logger none, before and after the tracked one
+    untracked_after = untracked("after")
     tracked = step_seconds["train"]
-    share = (tracked - untracked) / tracked
-    check.details["tracking_cost"] = {"tracked_s": tracked, "untracked_s": untracked}
-    check.target_row("tracking's cost on the baseline training (whole processes, one each)",
-                     f"{tracked - untracked:+.2f} s of {tracked:.1f} s = {100 * share:+.1f} %",
+    plain = min(untracked_before, untracked_after)
+    share = (tracked - plain) / tracked
+    check.details["tracking_cost"] = {"tracked_s": tracked,
+                                      "untracked_s": [untracked_before, untracked_after]}
+    check.target_row("tracking's cost on the baseline training (whole processes: tracked vs "
+                     "the faster of --logger none before and after it)",
+                     f"{tracked - plain:+.2f} s of {tracked:.1f} s = {100 * share:+.1f} % "
+                     f"(untracked {untracked_before:.1f} s, {untracked_after:.1f} s)",
                      f"<= {100 * TRACKING_TARGET:.0f} %", share <= TRACKING_TARGET)
 
 
