@@ -7,7 +7,7 @@ fresh sqlite store:
   ptycho_torch.baseline``: train 10 epochs x 256 groups, gridsize 2, batch 4, Poisson,
   deterministic, patch stats for 2 batches; inference with a debug dump), its wall times, the
   train run's GPU system metrics and numerics tags, and what tracking costs that training
-  (the same command with ``--logger none`` beside it);
+  (the same command with ``--logger none``, before and after it);
 - determinism: the same training twice (library ``fit``) gives bit-identical per-step losses
   and weights, and two reconstructions (stitching included) are bit-identical;
 - no cost when off: a training step and an inference batch with patch statistics off, or on
