@@ -1,6 +1,6 @@
 """python -m bench.gpu_check --out DIR: the GPU acceptance in one command.
 
-On one CUDA device, in one run (planned: 4 to 6 minutes on an H200), with every MLflow run in a
+On one CUDA device, in one run (planned: 4 to 5 minutes on an H200), with every MLflow run in a
 fresh sqlite store:
 
 - baseline: the forward-parity baseline as the project runs it (``python -m
