@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-variants", default="fp32,bf16",
                         help="comma list of training-step variants: fp32 or bf16, each "
                              "optionally +nchw (network in the contiguous layout instead of "
-                             "channels-last) and/or +compile (torch.compile of the network), "
+                             "channels-last) and/or +compile (torch.compile of the network) "
+                             "or +graphs (the same, mode reduce-overhead: CUDA graphs), "
                              "e.g. fp32,fp32+nchw,bf16,bf16+compile (default: %(default)s)")
     parser.add_argument("--inference-batch-size", type=int, default=512,
                         help="patterns per inference batch (default: %(default)s)")

@@ -40,8 +40,8 @@ def reset_host_peak() -> bool:
 
 
 def raster_scan(n: int, probe: np.ndarray):
-    """(GroupedScan of ``n`` random 64 px patterns on a 7 px raster, one per group,
-    canvas shape, canvas origin)."""
+    """(GroupedScan of ``n`` random patterns of the probe's size (64 px here) on a 7 px
+    raster, one per group, canvas shape, canvas origin)."""
     from ptycho_torch.data import GroupedScan, ScanData
     from ptycho_torch.reassembly import canvas_frame
 
@@ -49,9 +49,10 @@ def raster_scan(n: int, probe: np.ndarray):
     gy, gx = np.meshgrid(np.arange(side) * 7.0 + 40, np.arange(side) * 7.0 + 40, indexing="ij")
     x, y = gx.ravel()[:n], gy.ravel()[:n]
     rng = np.random.default_rng(0)
-    scan = ScanData(Path("synthetic"), rng.random((n, 64, 64), dtype=np.float32), probe,
+    size = probe.shape[-1]
+    scan = ScanData(Path("synthetic"), rng.random((n, size, size), dtype=np.float32), probe,
                     x, y, x, y, np.zeros(n, dtype=np.int64), None, {})
-    shape, origin = canvas_frame(np.stack([x, y], 1), 64)
+    shape, origin = canvas_frame(np.stack([x, y], 1), size)
     return GroupedScan(scan, np.arange(n)[:, None], 1.0), shape, origin
 
 

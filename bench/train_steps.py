@@ -2,7 +2,8 @@
 
 A variant is a dtype (fp32, or bf16 autocast), optionally with "+nchw" (network in the plain
 contiguous layout instead of the model's channels-last, for comparison) and/or "+compile"
-(torch.compile of the network; the physics stays eager: complex FFTs).
+(torch.compile of the network; the physics stays eager: complex FFTs) or "+graphs" (the same
+with mode="reduce-overhead": the network's kernels replayed as CUDA graphs, fewer launches).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from bench.common import timed
 
 DTYPES = ("fp32", "bf16")
-OPTIONS = ("nchw", "compile")
+OPTIONS = ("nchw", "compile", "graphs")
 
 
 def check_variant(variant: str) -> None:
@@ -47,7 +48,9 @@ def build_step_model(options: list[str], device: str) -> torch.nn.Module:
                        torch.from_numpy(make_probe(64))).to(device)
     if "nchw" in options:
         model.network = _Contiguous(model.network.to(memory_format=torch.contiguous_format))
-    if "compile" in options:
+    if "graphs" in options:
+        model.network = torch.compile(model.network, mode="reduce-overhead")
+    elif "compile" in options:
         model.network = torch.compile(model.network)
     return model
 
@@ -83,7 +86,7 @@ def bench_train_steps(device: str, batch_sizes: list[int], variants: list[str],
             model = build_step_model(options, device)
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            warmup = 3 if "compile" in options else 2
+            warmup = 3 if {"compile", "graphs"} & set(options) else 2
             median = statistics.median(time_steps(model, batch, dtype, device, n_steps, warmup))
             rows.append({"batch": batch, "dtype": variant, "step_ms": 1e3 * median,
                          "groups_per_s": batch / median, "n_steps": n_steps,

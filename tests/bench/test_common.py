@@ -31,7 +31,7 @@ def test_device_name_and_results_folder():
 
 
 def test_check_variant():
-    for good in ("fp32", "bf16+compile", "fp32+nchw+compile"):
+    for good in ("fp32", "bf16+compile", "fp32+nchw+compile", "fp32+graphs"):
         check_variant(good)
     for bad in ("fp16", "fp32+fast", ""):
         with pytest.raises(ValueError, match="cannot read"):
