@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 
-from tracking.redaction import RedactingFormatter
+from tracking.redaction import RedactingFormatter, install_log_record_redaction
 from tracking.store import resolve_tracking_uri, store_lock
 from tracking.store_client import RunNotFound
 
@@ -169,6 +169,7 @@ def serve(uri: str, reply_fd: int) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    install_log_record_redaction()  # MLflow's own handler prints too
     for name in ("mlflow", "mlflow.system_metrics", "mlflow.store", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)  # the CLI's log, not MLflow's
     replies = os.fdopen(reply_fd, "w")

@@ -70,6 +70,26 @@ def _redact(value, secrets: list[str]):
     return value
 
 
+def install_log_record_redaction() -> None:
+    """Redact every log record's message as it is created, whichever handler prints it
+    (MLflow installs a stream handler of its own on its logger when it is imported)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "is_redacting", False):
+        return
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is left to its handler
+            return record
+        record.msg, record.args = redact(message), ()
+        return record
+
+    factory.is_redacting = True
+    logging.setLogRecordFactory(factory)
+
+
 class RedactingFormatter(logging.Formatter):
     """A log formatter whose every line (message, arguments, traceback) is redacted, for
     the handlers our CLIs and the tracking agent install: MLflow's and Lightning's own log

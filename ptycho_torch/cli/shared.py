@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ptycho_torch.config import Accelerator, ExecutionConfig
 from ptycho_torch.errors import GroupCountError, InputError, ModelFolderError
-from tracking.redaction import RedactingFormatter, redact
+from tracking.redaction import RedactingFormatter, install_log_record_redaction, redact
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,7 @@ def configure_logging(quiet: bool) -> None:
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)  # Python warnings through the same (redacting) handler
+    install_log_record_redaction()  # and any other handler (MLflow has its own)
     # Lightning 2.6 on torch 2.14 warns about its own use of a torch pytree class on every
     # fit; the user can do nothing about it
     warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
