@@ -201,16 +201,33 @@ def test_cli_log_handler_redacts_log_lines_and_python_warnings(capsys):
     from ptycho_torch.cli.shared import configure_logging
 
     root = logging.getLogger()
+    # an earlier test's CLI handler is bound to the sys.stderr of its time: set it aside
+    earlier = [h for h in root.handlers if getattr(h, "is_ptycho_handler", False)]
+    for handler in earlier:
+        root.removeHandler(handler)
     before = list(root.handlers)
+    logging.captureWarnings(False)  # an earlier CLI test left it on, under pytest's recorder
     configure_logging(quiet=False)
     try:
-        logging.getLogger("mlflow.somewhere").warning("retrying http://bob:%s@h:1/api", PASSWORD)
+        logging.getLogger("somelib.client").warning("retrying http://bob:%s@h:1/api", PASSWORD)
+        # a handler of another library's own (MLflow installs one) gets redacted records too
+        seen: list[logging.LogRecord] = []
+        own = logging.getLogger("otherlib")
+        own.propagate = False
+        handler = logging.Handler()
+        handler.emit = seen.append
+        own.addHandler(handler)
+        own.warning("at http://bob:%s@h", PASSWORD)
+        own.removeHandler(handler)
+        assert seen and PASSWORD not in seen[0].getMessage()
         warnings.warn(f"insecure request to https://bob:{PASSWORD}@h:1", UserWarning,
                       stacklevel=1)
     finally:
         logging.captureWarnings(False)
         for handler in [h for h in root.handlers if h not in before]:
             root.removeHandler(handler)
+        for handler in earlier:
+            root.addHandler(handler)
     err = capsys.readouterr().err
     assert PASSWORD not in err
     assert "retrying http://***@h:1/api" in err and "insecure request to https://***@h:1" in err
